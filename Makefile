@@ -1,0 +1,75 @@
+# Airloop developer commands. Everything runs from .venv, installed from requirements.lock.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+
+# The embedded runtime: all state under AIRLOOP_HOME, Airflow on SQLite with LocalExecutor.
+export AIRLOOP_HOME ?= $(CURDIR)/.airloop
+export AIRFLOW_HOME ?= $(AIRLOOP_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER ?= $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER ?= $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
+export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN ?= sqlite:///$(AIRFLOW_HOME)/airflow.db
+export AIRFLOW__API__PORT ?= 8080
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL ?= http://127.0.0.1:$(AIRFLOW__API__PORT)/execution/
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS ?= admin:admin
+export BENTOML_DO_NOT_TRACK := true
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+MLFLOW_PORT ?= 5000
+
+.PHONY: help install system-deps demo test test-fast up bench lint clean
+
+help:
+	@echo "make demo   - install, then run Airloop's main job on the embedded default"
+	@echo "make test   - install, then run the whole test suite"
+	@echo "make up     - Airflow UI + MLflow UI locally (no Docker)"
+	@echo "make bench  - print the benchmark figures"
+	@echo "make clean  - remove $(AIRLOOP_HOME) (all local state)"
+
+install: $(VENV)/.installed system-deps
+
+# Debian packages the tests use: docker-compose validates the compose file without an engine.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system-deps:
+	@command -v docker-compose >/dev/null || { \
+	  echo "installing Debian packages: docker-compose"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq docker-compose >/dev/null; }
+
+$(VENV)/.installed: requirements.txt requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: Airloop needs CPython 3.11" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements.txt -c requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	touch $@
+
+demo: install
+	$(BIN)/python -m airloop.demo
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not services" $(PYTEST_ARGS)
+
+up: install
+	mkdir -p $(AIRFLOW_HOME)
+	@echo "Airflow UI: http://127.0.0.1:$(AIRFLOW__API__PORT)  (login admin; password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated)"
+	@echo "MLflow UI:  http://127.0.0.1:$(MLFLOW_PORT)"
+	trap 'kill 0' EXIT; \
+	PATH=$(BIN):$$PATH $(BIN)/python -m airloop.cli mlflow-ui --port $(MLFLOW_PORT) & \
+	PATH=$(BIN):$$PATH $(BIN)/airflow standalone
+
+bench: install
+	$(BIN)/python -m bench
+
+lint: install
+	$(BIN)/python -m pytest -q tests/dags
+
+clean:
+	rm -rf $(AIRLOOP_HOME)

@@ -1,0 +1,84 @@
+"""Ingest DAGs: one per model spec.
+
+Picks up new batches from the landing area, gates each one with the spec's Great Expectations
+suite, versions passing batches with DVC and publishes them to the offline source. A rejected
+batch is quarantined, its task fails with a summary of every failing expectation, and an alert
+fires; nothing downstream runs because no Asset event is emitted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+
+from airloop.notifiers import AlertLogNotifier
+from airloop.orchestration import asset_name, asset_uri, dag_tags, default_args
+from airloop.spec import ModelSpec, load_specs
+
+
+def build_ingest_dag(spec: ModelSpec):
+    validated = Asset(asset_name(spec, "validated"), uri=asset_uri(spec, "validated"))
+
+    @dag(
+        dag_id=spec.dag_id("ingest"),
+        description=f"Validate, version and publish {spec.dataset.name} batches for {spec.name}",
+        schedule=spec.schedules.ingest,
+        start_date=datetime(2026, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(spec),
+        tags=dag_tags(spec, "ingest"),
+        doc_md=__doc__,
+        params={
+            "batch_date": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                title="Batch date",
+                description="Ingest only the batch of this day. Empty: every pending batch.",
+            ),
+        },
+    )
+    def ingest():
+        @task
+        def find_batches() -> list[str]:
+            from datetime import date
+
+            from airloop.ingest import find_pending_batches
+
+            day = get_current_context()["params"].get("batch_date")
+            paths = find_pending_batches(spec, day=date.fromisoformat(day) if day else None)
+            print(f"{len(paths)} pending batch(es): {[p.name for p in paths]}")
+            return [str(p) for p in paths]
+
+        @task(
+            outlets=[validated],
+            on_failure_callback=AlertLogNotifier(title=f"{spec.name}: batch rejected"),
+            map_index_template="{{ batch_path.rsplit('/', 1)[-1] }}",
+        )
+        def validate_and_publish(batch_path: str):
+            from pathlib import Path
+
+            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+            from airloop.ingest import BatchRejected, ingest_batch
+
+            try:
+                result = ingest_batch(spec, Path(batch_path))
+            except BatchRejected as exc:
+                # Bad data does not get better by retrying; fail now (transient errors retry).
+                raise AirflowFailException(str(exc)) from exc
+            if result.already_ingested:
+                raise AirflowSkipException(f"{result.batch} is already versioned as {result.md5}")
+            print(f"Data Docs: {result.data_docs}")
+            get_current_context()["outlet_events"][validated].extra = result.as_dict()
+            return result.as_dict()
+
+        validate_and_publish.expand(batch_path=find_batches())
+
+    return ingest()
+
+
+for _spec in load_specs():
+    globals()[_spec.dag_id("ingest")] = build_ingest_dag(_spec)

@@ -1,0 +1,176 @@
+"""Model specs: one declarative YAML file per model under ``AIRLOOP_MODELS_DIR``.
+
+A spec names the dataset and its schema, the entity, the validation rules, the feature
+service, the target, the estimator, the promotion gate and the drift policy. The DAG
+factory builds each model's lifecycle DAGs from its spec; the stage functions read it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ColumnType = Literal["string", "int", "float", "timestamp"]
+_NAME = re.compile(r"^[a-z][a-z0-9_]{1,62}$")
+
+
+class SpecError(ValueError):
+    """A model spec file is missing, unreadable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    name: str
+    pattern: str
+    timestamp: str
+    columns: dict[str, ColumnType]
+
+    @model_validator(mode="after")
+    def _timestamp_is_a_column(self) -> "DatasetSpec":
+        if self.columns.get(self.timestamp) != "timestamp":
+            raise ValueError(f"timestamp column {self.timestamp!r} must be declared as 'timestamp'")
+        return self
+
+
+class EntitySpec(_Strict):
+    name: str
+    join_key: str
+    description: str = ""
+
+
+class ValidationSpec(_Strict):
+    required: list[str] = Field(default_factory=list)
+    unique: list[list[str]] = Field(default_factory=list)
+    ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    categories: dict[str, list[str]] = Field(default_factory=dict)
+    row_count: tuple[int, int] = (1, 10_000_000)
+    window: Literal["1d"] = "1d"
+
+
+class FeaturesSpec(_Strict):
+    service: str
+    request: list[str] = Field(default_factory=list)
+
+
+class EstimatorSpec(_Strict):
+    class_: str = Field(alias="class")
+    params: dict[str, object] = Field(default_factory=dict)
+    seed: int = 42
+
+    @field_validator("class_")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        if "." not in value:
+            raise ValueError("estimator.class must be a dotted import path, e.g. sklearn.linear_model.LogisticRegression")
+        return value
+
+
+class SplitSpec(_Strict):
+    holdout_days: int = Field(3, ge=1)
+
+
+class PromotionSpec(_Strict):
+    metric: str
+    greater_is_better: bool = True
+    min_improvement: float = Field(0.0, ge=0)
+    floors: dict[str, float] = Field(default_factory=dict)
+
+
+class DriftSpec(_Strict):
+    schedule: str | None = "@daily"
+    window_hours: int = Field(24, ge=1)
+    drift_share: float = Field(0.5, gt=0, le=1)
+    consecutive_windows: int = Field(2, ge=1)
+    min_rows: int = Field(500, ge=1)
+    cooldown_hours: int = Field(24, ge=0)
+
+
+class SchedulesSpec(_Strict):
+    ingest: str | None = "@daily"
+
+
+class ModelSpec(_Strict):
+    name: str
+    description: str = ""
+    owner: str = "airloop"
+    tags: list[str] = Field(default_factory=list)
+    dataset: DatasetSpec
+    entity: EntitySpec
+    validation: ValidationSpec = ValidationSpec()
+    features: FeaturesSpec
+    target: str
+    task: Literal["classification", "regression"]
+    estimator: EstimatorSpec
+    split: SplitSpec = SplitSpec()
+    promotion: PromotionSpec
+    drift: DriftSpec = DriftSpec()
+    schedules: SchedulesSpec = SchedulesSpec()
+    source_file: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("name must be lower_snake_case (it becomes DAG ids and registry names)")
+        return value
+
+    @model_validator(mode="after")
+    def _columns_exist(self) -> "ModelSpec":
+        cols = self.dataset.columns
+        named = [self.target, self.entity.join_key, *self.validation.required]
+        named += [c for group in self.validation.unique for c in group]
+        named += list(self.validation.ranges) + list(self.validation.categories)
+        unknown = sorted({c for c in named if c not in cols})
+        if unknown:
+            raise ValueError(f"columns not declared in dataset.columns: {', '.join(unknown)}")
+        return self
+
+    @property
+    def registered_model_name(self) -> str:
+        return self.name
+
+    def dag_id(self, stage: str) -> str:
+        return f"{self.name}__{stage}"
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"{path}: cannot read spec: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec is a YAML mapping, got {type(raw).__name__}")
+    try:
+        spec = ModelSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SpecError(f"{path}: invalid model spec: {problems}") from exc
+    if spec.name != path.stem:
+        raise SpecError(f"{path}: spec name {spec.name!r} must match the file name {path.stem!r}")
+    return spec.model_copy(update={"source_file": path})
+
+
+def load_specs(models_dir: str | Path | None = None) -> list[ModelSpec]:
+    """All specs in the models directory, sorted by name."""
+    if models_dir is None:
+        from airloop.settings import get_settings
+
+        models_dir = get_settings().models_dir
+    return [load_spec(p) for p in sorted(Path(models_dir).glob("*.yaml"))]
+
+
+def get_spec(name: str, models_dir: str | Path | None = None) -> ModelSpec:
+    for spec in load_specs(models_dir):
+        if spec.name == name:
+            return spec
+    raise SpecError(f"no model spec named {name!r}")

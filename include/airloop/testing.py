@@ -1,0 +1,247 @@
+"""Run Airloop DAGs for real from tests, scripts and the demo.
+
+- ``run_dag``: one DAG run in this process with ``dag.test()`` on a migrated metadata DB.
+- ``AirflowStack``: a real api-server, scheduler, dag-processor and triggerer (and optionally a
+  Celery worker) as subprocesses, driven over the REST API v2 with a JWT, for cross-DAG flows
+  (Asset schedules, TriggerDagRunOperator) that ``dag.test()`` cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airloop.settings import REPO_ROOT
+
+_MIGRATED: set[str] = set()
+
+
+def migrate_db() -> None:
+    """Create/upgrade the metadata DB named by the current Airflow config (once per process)."""
+    from airflow.configuration import conf
+
+    url = conf.get("database", "sql_alchemy_conn")
+    if url in _MIGRATED:
+        return
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    from airflow.utils.db import initdb
+
+    initdb()
+    _MIGRATED.add(url)
+
+
+def load_dag(dag_id: str, dags_folder: Path | None = None):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(dags_folder or REPO_ROOT / "dags"), safe_mode=False)
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    if dag_id not in bag.dags:
+        raise KeyError(f"no DAG {dag_id!r}; have {sorted(bag.dag_ids)}")
+    return bag.dags[dag_id]
+
+
+@dataclass
+class DagRunResult:
+    dag_id: str
+    run_id: str
+    state: str
+    tasks: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "success"
+
+
+def run_dag(dag_id: str, conf: dict | None = None) -> DagRunResult:
+    """Run one DAG run in-process with ``dag.test()`` and report every task's final state."""
+    migrate_db()
+    dag = load_dag(dag_id)
+    dag_run = dag.test(run_conf=conf or {})
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state)
+            .filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == dag_run.run_id)
+            .all()
+        )
+    tasks = {
+        (task_id if map_index < 0 else f"{task_id}[{map_index}]"): str(state) for task_id, map_index, state in rows
+    }
+    return DagRunResult(dag_id=dag_id, run_id=dag_run.run_id, state=str(dag_run.state), tasks=tasks)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class AirflowStack:
+    """Airflow's own components as native processes sharing one config and one metadata DB.
+
+    ``executor="LocalExecutor"`` on SQLite is the embedded default; pass ``env`` with a
+    Postgres ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` and ``executor="CeleryExecutor"`` (plus
+    broker/result-backend settings) to rehearse the compose stack.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        executor: str = "LocalExecutor",
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        components: tuple[str, ...] = ("api-server", "scheduler", "dag-processor", "triggerer"),
+    ):
+        self.home = Path(home)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.password = secrets.token_urlsafe(12)
+        self.components = list(components) + (["celery worker"] if executor == "CeleryExecutor" else [])
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._token: str | None = None
+        self.env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__EXECUTOR": executor,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+            # Every component must share these or task tokens fail signature checks.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+            **(env or {}),
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, timeout: float = 120) -> "AirflowStack":
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "passwords.json").write_text(json.dumps({"admin": self.password}))
+        airflow = str(Path(sys.executable).parent / "airflow")
+        subprocess.run([airflow, "db", "migrate"], env=self.env, check=True, capture_output=True)
+        for name in self.components:
+            log = open(self.home / f"{name.replace(' ', '-')}.log", "ab")
+            self.procs[name] = subprocess.Popen(
+                [airflow, *name.split()], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_healthy(timeout)
+        return self
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.procs.clear()
+
+    def __enter__(self) -> "AirflowStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def logs(self, name: str) -> str:
+        path = self.home / f"{name.replace(' ', '-')}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_healthy(self, timeout: float) -> None:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"airflow {name} exited ({proc.returncode}):\n{self.logs(name)[-3000:]}")
+            try:
+                health = requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).json()
+                if health.get("scheduler", {}).get("status") == "healthy":
+                    return
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"Airflow not healthy after {timeout}s:\n{self.logs('api-server')[-3000:]}")
+
+    # -- REST API v2 -----------------------------------------------------------------------
+    def token(self) -> str:
+        import requests
+
+        if self._token is None:
+            resp = requests.post(
+                f"{self.url}/auth/token", json={"username": "admin", "password": self.password}, timeout=10
+            )
+            resp.raise_for_status()
+            self._token = resp.json()["access_token"]
+        return self._token
+
+    def api(self, method: str, path: str, **kwargs):
+        import requests
+
+        resp = requests.request(
+            method, f"{self.url}/api/v2{path}", headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=30, **kwargs,
+        )
+        resp.raise_for_status()
+        return resp.json() if resp.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.api("GET", f"/dags/{dag_id}")
+                return
+            except requests.HTTPError:
+                time.sleep(1)
+        raise TimeoutError(f"DAG {dag_id} not parsed after {timeout}s")
+
+    def unpause(self, dag_id: str) -> None:
+        self.wait_for_dag(dag_id)
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def runs(self, dag_id: str) -> list[dict]:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "run_after"})["dag_runs"]
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(1)
+        raise TimeoutError(f"{dag_id}/{run_id} not finished after {timeout}s")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]

@@ -1,0 +1,56 @@
+"""Test harness: every test session gets its own AIRLOOP_HOME and AIRFLOW_HOME."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Isolate before anything imports Airflow (it reads AIRFLOW_HOME at import time).
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="airloop-tests-"))
+os.environ["AIRLOOP_HOME"] = str(_SESSION_DIR / "airloop")
+os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO_ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_DIR / 'airflow' / 'airflow.db'}"
+for _name in ("MLFLOW_TRACKING_URI", "BENTOML_HOME") + tuple(
+    k for k in os.environ if k.startswith("AIRLOOP_") and k != "AIRLOOP_HOME"
+):
+    os.environ.pop(_name, None)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if exitstatus == 0 and not os.environ.get("AIRLOOP_KEEP_TEST_STATE"):
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture
+def airloop_home(tmp_path, monkeypatch) -> Path:
+    """A fresh, empty AIRLOOP_HOME for one test (all embedded state lives below it)."""
+    home = tmp_path / "airloop"
+    monkeypatch.setenv("AIRLOOP_HOME", str(home))
+    from airloop.settings import ensure_dirs
+
+    ensure_dirs()
+    return home
+
+
+@pytest.fixture
+def settings(airloop_home):
+    from airloop.settings import get_settings
+
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def demo_spec():
+    from airloop.spec import load_spec
+
+    return load_spec(REPO_ROOT / "include" / "models" / "late_delivery.yaml")
