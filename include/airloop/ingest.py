@@ -1,0 +1,333 @@
+"""Ingest stage: validate a landing batch, then version and publish it, or quarantine it.
+
+A batch is one CSV per day in ``landing_dir/<dataset>/``. A batch that passes validation is
+versioned with DVC in the data workspace (its own git repo; one commit per new version,
+pushed to the DVC remote) and its typed rows are written to the offline feature source,
+one parquet file per batch day. A batch that fails is moved to ``quarantine_dir/<dataset>/``
+with its validation record, and nothing else changes.
+
+Plain functions without Airflow; DVC, pandas and GX are imported inside them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from airloop.validation import (
+    BatchNameError,
+    ValidationResult,
+    batch_day,
+    read_typed,
+    run_validation,
+    validate_batch,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from airloop.settings import Settings
+    from airloop.spec import ModelSpec
+
+__all__ = [
+    "BatchNameError",
+    "BatchRejected",
+    "IngestResult",
+    "batch_day",
+    "find_pending_batches",
+    "ingest_batch",
+    "read_version",
+    "validate_batch",
+]
+
+log = logging.getLogger(__name__)
+
+_RESULT_TRAILER = "Validation-Result-Id"
+_ROWS_TRAILER = "Rows"
+
+
+class BatchRejected(ValueError):
+    """A batch failed validation and was quarantined. The message is the readable summary."""
+
+    def __init__(self, validation: ValidationResult, quarantined: Path):
+        super().__init__(validation.summary())
+        self.validation = validation
+        self.quarantined = quarantined
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    model: str
+    dataset: str
+    batch: str
+    day: dt.date
+    rows: int
+    md5: str
+    dvc_rev: str
+    validation_result_id: str
+    data_docs: str | None
+    offline_path: str
+    already_ingested: bool
+
+    def as_dict(self) -> dict:
+        """JSON-able form (travels as Asset event extra and XCom)."""
+        out = asdict(self)
+        out["day"] = self.day.isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class _Version:
+    md5: str
+    rev: str
+    result_id: str
+    rows: int
+
+
+def ingest_batch(spec: "ModelSpec", path: str | Path, settings: "Settings | None" = None) -> IngestResult:
+    """Validate one landing file, then publish it (DVC + offline parquet) or quarantine it.
+
+    Raises ``BatchNameError`` for a file name without the batch day and ``BatchRejected``
+    (after quarantining) for a batch that fails validation. Re-ingesting the bytes already
+    versioned changes nothing and returns ``already_ingested=True``.
+    """
+    from airloop.settings import get_settings
+
+    settings = settings or get_settings()
+    path = Path(path)
+    day = batch_day(spec, path)
+    data = path.read_bytes()
+    relpath = f"{spec.dataset.name}/{path.name}"
+    offline_path = settings.offline_dir / spec.dataset.name / f"{path.stem}.parquet"
+
+    # One ingest at a time per workspace: git, DVC and the GX file context are not safe to share.
+    with _exclusive(settings.dvc_workspace.with_name(settings.dvc_workspace.name + ".lock")):
+        known = _committed_version(settings.dvc_workspace, relpath)
+        if known and known.md5 == hashlib.md5(data).hexdigest():
+            if not offline_path.exists():
+                # A previous run versioned the batch but stopped before publishing the rows.
+                frame, _ = read_typed(spec, data)
+                _write_parquet(frame, offline_path)
+            log.info("%s is already ingested at %s", relpath, known.rev)
+            data_docs = _recorded_data_docs(spec, known.result_id, settings)
+            return _result(spec, path.name, day, known, data_docs, offline_path, already_ingested=True)
+
+        validation, frame = run_validation(spec, path.name, data, day, settings)
+        if not validation.success:
+            quarantined = _quarantine(spec, path, validation, settings)
+            log.warning("%s quarantined at %s", path.name, quarantined)
+            raise BatchRejected(validation, quarantined)
+
+        version = _version_batch(_ensure_workspace(settings), relpath, data, validation)
+        _write_parquet(frame, offline_path)
+        log.info("%s versioned at %s (md5 %s), %d rows published", relpath, version.rev, version.md5,
+                 version.rows)
+        return _result(spec, path.name, day, version, validation.data_docs, offline_path,
+                       already_ingested=False)
+
+
+def find_pending_batches(
+    spec: "ModelSpec", settings: "Settings | None" = None, day: dt.date | None = None
+) -> list[Path]:
+    """Landing files whose bytes are not the version already ingested, oldest day first.
+
+    Files matching the dataset pattern but without a date in their name are skipped with a
+    warning (``ingest_batch`` would refuse them).
+    """
+    from airloop.settings import get_settings
+
+    settings = settings or get_settings()
+    workspace = settings.dvc_workspace
+    pending: list[tuple[dt.date, Path]] = []
+    for path in sorted((settings.landing_dir / spec.dataset.name).glob(spec.dataset.pattern)):
+        try:
+            batch = batch_day(spec, path)
+        except BatchNameError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        if day is not None and batch != day:
+            continue
+        known = _committed_version(workspace, f"{spec.dataset.name}/{path.name}")
+        if known is None or known.md5 != hashlib.md5(path.read_bytes()).hexdigest():
+            pending.append((batch, path))
+    return [path for _, path in sorted(pending)]
+
+
+def read_version(
+    spec: "ModelSpec", batch_name: str, rev: str, settings: "Settings | None" = None
+) -> bytes:
+    """The bytes of ``batch_name`` as versioned at git revision ``rev`` of the data workspace."""
+    import dvc.api
+
+    from airloop.settings import get_settings
+
+    settings = settings or get_settings()
+    return dvc.api.read(
+        f"{spec.dataset.name}/{batch_name}", repo=str(settings.dvc_workspace), rev=rev, mode="rb"
+    )
+
+
+def _result(
+    spec: "ModelSpec",
+    batch: str,
+    day: dt.date,
+    version: _Version,
+    data_docs: str | None,
+    offline_path: Path,
+    *,
+    already_ingested: bool,
+) -> IngestResult:
+    return IngestResult(
+        model=spec.name,
+        dataset=spec.dataset.name,
+        batch=batch,
+        day=day,
+        rows=version.rows,
+        md5=version.md5,
+        dvc_rev=version.rev,
+        validation_result_id=version.result_id,
+        data_docs=data_docs,
+        offline_path=str(offline_path),
+        already_ingested=already_ingested,
+    )
+
+
+def _recorded_data_docs(spec: "ModelSpec", result_id: str, settings: "Settings") -> str | None:
+    import json
+
+    record = settings.validation_dir / "results" / spec.dataset.name / f"{result_id}.json"
+    try:
+        return json.loads(record.read_text()).get("data_docs")
+    except (OSError, ValueError):
+        return None
+
+
+# --- quarantine ---------------------------------------------------------------------------
+
+
+def _quarantine(spec: "ModelSpec", path: Path, validation: ValidationResult, settings: "Settings") -> Path:
+    folder = settings.quarantine_dir / spec.dataset.name
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / path.name
+    if target.exists():
+        # Keep an earlier rejected delivery of the same day rather than overwrite it.
+        target = folder / f"{path.stem}.{validation.result_id.rsplit('-', 1)[-1]}{path.suffix}"
+    shutil.copyfile(validation.result_json, target.with_suffix(".validation.json"))
+    shutil.move(path, target)
+    return target
+
+
+# --- DVC workspace ------------------------------------------------------------------------
+
+
+def _git(workspace: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(workspace), *args], check=True, capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+def _ensure_workspace(settings: "Settings") -> Path:
+    """The data workspace: its own git repo with DVC initialised and the remote configured."""
+    from dvc.repo import Repo
+
+    workspace = settings.dvc_workspace
+    workspace.mkdir(parents=True, exist_ok=True)
+    if not (workspace / ".git").exists():
+        _git(workspace, "init", "-q")
+    if not (workspace / ".dvc").exists():
+        # A local identity so commits work on machines without a global git config.
+        _git(workspace, "config", "user.name", "airloop")
+        _git(workspace, "config", "user.email", "airloop@localhost")
+        _git(workspace, "config", "commit.gpgsign", "false")
+        with Repo.init(str(workspace)) as repo, repo.config.edit() as config:
+            # dvc add stages the .dvc and .gitignore files itself (and stops printing hints).
+            config["core"]["autostage"] = True
+        _git(workspace, "add", ".dvc", ".dvcignore")
+        _git(workspace, "commit", "-q", "-m", "Initialise the DVC data workspace")
+    with Repo(str(workspace)) as repo, repo.config.edit("local") as config:
+        # The remote is machine-specific: it lives in the untracked config.local and follows settings.
+        config["remote"]["storage"] = {"url": settings.dvc_remote}
+        config["core"]["remote"] = "storage"
+    return workspace
+
+
+def _committed_version(workspace: Path, relpath: str) -> _Version | None:
+    """The version of ``relpath`` at the workspace's HEAD, or None if it was never committed."""
+    import yaml
+
+    if not (workspace / ".git").exists():
+        return None
+    try:
+        dvc_file = yaml.safe_load(_git(workspace, "show", f"HEAD:{relpath}.dvc"))
+        log_line = _git(
+            workspace, "log", "-1", "--format=%H%x00"
+            f"%(trailers:key={_RESULT_TRAILER},valueonly,separator=)%x00"
+            f"%(trailers:key={_ROWS_TRAILER},valueonly,separator=)",
+            "--", f"{relpath}.dvc",
+        )
+    except subprocess.CalledProcessError:
+        return None
+    rev, result_id, rows = log_line.split("\x00")
+    return _Version(md5=dvc_file["outs"][0]["md5"], rev=rev, result_id=result_id, rows=int(rows or 0))
+
+
+def _version_batch(workspace: Path, relpath: str, data: bytes, validation: ValidationResult) -> _Version:
+    """dvc add + push the batch, then commit its .dvc file. Returns the new version."""
+    import yaml
+    from dvc.repo import Repo
+
+    target = workspace / relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(target, data)
+    with Repo(str(workspace)) as repo:
+        repo.add(str(target))
+        # Push before committing: a commit in the workspace means the data is on the remote.
+        repo.push(targets=[f"{target}.dvc"])
+    message = (
+        f"Add {target.name} ({validation.rows} rows)\n\n"
+        f"{_RESULT_TRAILER}: {validation.result_id}\n"
+        f"{_ROWS_TRAILER}: {validation.rows}\n"
+    )
+    gitignore = str(Path(relpath).parent / ".gitignore")  # dvc add lists the data file there
+    _git(workspace, "commit", "-q", "-m", message, "--", f"{relpath}.dvc", gitignore)
+    md5 = yaml.safe_load((workspace / f"{relpath}.dvc").read_text())["outs"][0]["md5"]
+    return _Version(md5=md5, rev=_git(workspace, "rev-parse", "HEAD"),
+                    result_id=validation.result_id, rows=validation.rows or 0)
+
+
+# --- offline feature source ---------------------------------------------------------------
+
+
+def _write_parquet(frame: "pd.DataFrame", path: Path) -> None:
+    """Write the batch's rows atomically: feature readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

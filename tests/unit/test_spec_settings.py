@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from airloop.settings import REPO_ROOT, get_settings
+from airloop.spec import SpecError, load_spec, load_specs
+
+DEMO = REPO_ROOT / "include" / "models" / "late_delivery.yaml"
+
+
+def _write(tmp_path: Path, name: str, data: dict) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_demo_spec_loads(demo_spec):
+    assert demo_spec.name == "late_delivery"
+    assert demo_spec.entity.join_key == "restaurant_id"
+    assert demo_spec.dag_id("ingest") == "late_delivery__ingest"
+    assert demo_spec.features.service == "late_delivery_v1"
+
+
+def test_a_typo_in_a_spec_is_a_clear_error(tmp_path):
+    raw = yaml.safe_load(DEMO.read_text())
+    raw["promotion"]["min_improvment"] = 0.01
+    with pytest.raises(SpecError, match=r"promotion\.min_improvment: Extra inputs are not permitted"):
+        load_spec(_write(tmp_path, "late_delivery", raw))
+
+
+def test_rules_must_name_declared_columns(tmp_path):
+    raw = yaml.safe_load(DEMO.read_text())
+    raw["validation"]["required"].append("tip")
+    with pytest.raises(SpecError, match="columns not declared in dataset.columns: tip"):
+        load_spec(_write(tmp_path, "late_delivery", raw))
+
+
+def test_spec_name_must_match_file(tmp_path):
+    raw = yaml.safe_load(DEMO.read_text())
+    with pytest.raises(SpecError, match="must match the file name"):
+        load_spec(_write(tmp_path, "other_model", raw))
+
+
+def test_adding_a_spec_file_adds_a_model(tmp_path):
+    raw = yaml.safe_load(DEMO.read_text())
+    _write(tmp_path, "late_delivery", raw)
+    raw["name"] = "late_delivery_lite"
+    _write(tmp_path, "late_delivery_lite", raw)
+    assert [s.name for s in load_specs(tmp_path)] == ["late_delivery", "late_delivery_lite"]
+
+
+def test_settings_default_under_airloop_home_and_follow_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("AIRLOOP_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    s = get_settings()
+    assert s.landing_dir == tmp_path / "landing"
+    assert s.mlflow_tracking_uri == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    monkeypatch.setenv("AIRLOOP_LANDING_DIR", "/data/landing")
+    s = get_settings()
+    assert s.mlflow_tracking_uri == "http://mlflow:5000"
+    assert s.landing_dir == Path("/data/landing")
+    assert s.as_env()["AIRLOOP_LANDING_DIR"] == "/data/landing"
+
+
+def test_no_machine_paths_in_the_code():
+    offenders = []
+    for path in list((REPO_ROOT / "include").rglob("*.py")) + list((REPO_ROOT / "dags").rglob("*.py")):
+        text = path.read_text()
+        for needle in ("/work/", "/home/", "/root/", "/Users/"):
+            if needle in text:
+                offenders.append(f"{path.relative_to(REPO_ROOT)}: {needle}")
+    assert not offenders
