@@ -8,12 +8,11 @@ fires; nothing downstream runs because no Asset event is emitted.
 
 from __future__ import annotations
 
-from datetime import datetime
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from airloop.notifiers import AlertLogNotifier
-from airloop.orchestration import asset_name, asset_uri, dag_tags, default_args
+from airloop.orchestration import asset_name, asset_uri, dag_kwargs
 from airloop.spec import ModelSpec, load_specs
 
 
@@ -21,15 +20,13 @@ def build_ingest_dag(spec: ModelSpec):
     validated = Asset(asset_name(spec, "validated"), uri=asset_uri(spec, "validated"))
 
     @dag(
-        dag_id=spec.dag_id("ingest"),
-        description=f"Validate, version and publish {spec.dataset.name} batches for {spec.name}",
-        schedule=spec.schedules.ingest,
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        max_active_runs=1,
-        default_args=default_args(spec),
-        tags=dag_tags(spec, "ingest"),
-        doc_md=__doc__,
+        **dag_kwargs(
+            spec,
+            "ingest",
+            description=f"Validate, version and publish {spec.dataset.name} batches for {spec.name}",
+            schedule=spec.schedules.ingest,
+            doc_md=__doc__,
+        ),
         params={
             "batch_date": Param(
                 None,

@@ -31,6 +31,13 @@ def pytest_sessionfinish(session, exitstatus):
         shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri(monkeypatch):
+    """mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ, and the settings
+    follow that variable: without this, one test's registry would leak into the next."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def airloop_home(tmp_path, monkeypatch) -> Path:
     """A fresh, empty AIRLOOP_HOME for one test (all embedded state lives below it)."""

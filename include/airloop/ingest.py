@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchNameError",
     "BatchRejected",
+    "BatchVersion",
+    "committed_batches",
     "IngestResult",
     "batch_day",
     "find_pending_batches",
@@ -174,6 +176,38 @@ def read_version(
     return dvc.api.read(
         f"{spec.dataset.name}/{batch_name}", repo=str(settings.dvc_workspace), rev=rev, mode="rb"
     )
+
+
+@dataclass(frozen=True)
+class BatchVersion:
+    batch: str
+    md5: str
+    rev: str
+    validation_result_id: str
+    rows: int
+
+
+def committed_batches(spec: "ModelSpec", settings: "Settings | None" = None) -> tuple[str, list[BatchVersion]]:
+    """The data workspace's HEAD revision and every batch versioned there, oldest day first.
+
+    Together they name the exact data a model is trained on: any batch reads back with
+    :func:`read_version` at that revision.
+    """
+    from airloop.settings import get_settings
+
+    settings = settings or get_settings()
+    workspace = settings.dvc_workspace
+    if not (workspace / ".git").exists():
+        return "", []
+    head = _git(workspace, "rev-parse", "HEAD")
+    names = _git(workspace, "ls-tree", "--name-only", "HEAD", f"{spec.dataset.name}/").splitlines()
+    batches = []
+    for name in sorted(n for n in names if n.endswith(".dvc")):
+        relpath = name.removesuffix(".dvc")
+        version = _committed_version(workspace, relpath)
+        if version:
+            batches.append(BatchVersion(Path(relpath).name, version.md5, version.rev, version.result_id, version.rows))
+    return head, batches
 
 
 def _result(

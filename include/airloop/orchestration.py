@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from airloop.spec import ModelSpec
 
-STAGES = ("ingest", "features", "train", "package", "monitor")
+STAGES = ("ingest", "features", "train", "rollback", "package", "monitor")
 
 
 def default_args(spec: "ModelSpec") -> dict:
@@ -35,3 +35,21 @@ def asset_uri(spec: "ModelSpec", what: str) -> str:
 
 def asset_name(spec: "ModelSpec", what: str) -> str:
     return f"{spec.name}__{what}"
+
+
+def dag_kwargs(spec: "ModelSpec", stage: str, *, description: str, schedule, doc_md: str, **extra) -> dict:
+    """The ``@dag`` arguments every Airloop lifecycle DAG shares, plus the stage's own."""
+    from datetime import datetime
+
+    return {
+        "dag_id": spec.dag_id(stage),
+        "description": description,
+        "schedule": schedule,
+        "start_date": datetime(2026, 1, 1),
+        "catchup": False,
+        "max_active_runs": 1,
+        "default_args": default_args(spec),
+        "tags": dag_tags(spec, stage),
+        "doc_md": doc_md,
+        **extra,
+    }

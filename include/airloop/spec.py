@@ -90,10 +90,21 @@ class DriftSpec(_Strict):
     consecutive_windows: int = Field(2, ge=1)
     min_rows: int = Field(500, ge=1)
     cooldown_hours: int = Field(24, ge=0)
+    # Evidently drift method for every feature and the prediction (e.g. "wasserstein", "psi",
+    # "jensenshannon"); None: Evidently's per-column default. Threshold None: the method's default.
+    stattest: str | None = None
+    stattest_threshold: float | None = Field(None, gt=0)
+    # A drop of the promotion metric on labelled predictions below the champion's holdout value
+    # by more than this (absolute) is a drift signal, once at least min_labels rows have labels.
+    quality_drop: float = Field(0.05, ge=0)
+    min_labels: int = Field(200, ge=1)
+    # Larger windows (and reference sets) are checked on a seeded random sample of this size.
+    sample_size: int = Field(50_000, ge=1_000)
 
 
 class SchedulesSpec(_Strict):
     ingest: str | None = "@daily"
+    train: str | None = "@weekly"
 
 
 class ModelSpec(_Strict):

@@ -1,6 +1,7 @@
 """Run Airloop DAGs for real from tests, scripts and the demo.
 
 - ``run_dag``: one DAG run in this process with ``dag.test()`` on a migrated metadata DB.
+- ``BentoServer``: the prediction service started with ``bentoml serve`` as a subprocess.
 - ``AirflowStack``: a real api-server, scheduler, dag-processor and triggerer (and optionally a
   Celery worker) as subprocesses, driven over the REST API v2 with a JWT, for cross-DAG flows
   (Asset schedules, TriggerDagRunOperator) that ``dag.test()`` cannot run.
@@ -18,8 +19,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airloop.settings import REPO_ROOT
+
+if TYPE_CHECKING:
+    from airloop.settings import Settings
 
 _MIGRATED: set[str] = set()
 
@@ -245,3 +250,66 @@ class AirflowStack:
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+
+
+class BentoServer:
+    """``bentoml serve`` as a subprocess on a free port, with the settings of an AIRLOOP_HOME."""
+
+    SERVICE = "airloop.bento_service:PredictionService"
+
+    def __init__(self, settings: "Settings", log_path: Path, *, port: int | None = None, **env: str):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("AIRLOOP_")},
+            **settings.as_env(),
+            "BENTOML_HOME": str(settings.bentoml_home),
+            "BENTOML_DO_NOT_TRACK": "true",
+            "OMP_NUM_THREADS": "1",
+            # A worker that cannot start ends the server instead of being respawned forever.
+            "BENTOML_CONTAINERIZED": "true",
+            **env,
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "BentoServer":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", self.SERVICE, "--port", str(self.port), "--host", "127.0.0.1"],
+            cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 150, path: str = "/readyz") -> "BentoServer":
+        """Wait for ``/readyz`` (a champion is loaded) or ``/livez`` (the process is up)."""
+        import requests
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited ({self.proc.returncode}):\n{self.logs()[-4000:]}")
+            try:
+                if requests.get(f"{self.url}{path}", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.logs()[-4000:]}")
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, as a supervisor would send it; SIGKILL the group if it hangs."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,0 +1,226 @@
+"""Benchmark: materializing restaurant statistics offline -> online, Feast path vs raw writes.
+
+For N entities it writes synthetic ``restaurant_stats`` parquet (one file per day) and measures,
+each in a fresh process, the wall time, rows/s and peak RSS growth of
+
+* ``feast``: ``airloop.features.materialize`` (the production path: daily chunks, latest row
+  per entity per chunk, bounded online write batches), and
+* ``raw``: the same latest-per-entity rows read with pyarrow and written straight to the
+  store (one SQLite row / one Redis hash per entity), without Feast,
+
+on SQLite and on Redis, for entities that appear once (``unique``) and entities repeated on
+``--days`` consecutive days (``repeated``).
+
+    .venv/bin/python bench/bench_materialize.py                 # 100k entities
+    .venv/bin/python bench/bench_materialize.py --entities 1000000 --cases unique
+
+Redis runs use ``--redis`` (default 127.0.0.1:6379, db 14), flushed before each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DAY0 = dt.date(2024, 1, 1)
+FEATURES = (
+    "orders_1d", "orders_7d", "avg_prep_minutes_7d", "late_rate_7d", "avg_distance_km_7d", "avg_items_7d",
+)
+
+
+def write_stats(stats_dir: Path, entities: int, days: int) -> None:
+    import numpy as np
+    import pandas as pd
+
+    stats_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(days):
+        day = DAY0 + dt.timedelta(days=i)
+        frame = pd.DataFrame(
+            {
+                "restaurant_id": np.arange(1, entities + 1, dtype="int64"),
+                "event_timestamp": pd.Timestamp(day + dt.timedelta(days=1), tz="UTC"),
+                "orders_1d": rng.integers(0, 50, entities),
+                "orders_7d": rng.integers(0, 300, entities),
+                "avg_prep_minutes_7d": rng.uniform(5, 30, entities),
+                "late_rate_7d": rng.uniform(0, 1, entities),
+                "avg_distance_km_7d": rng.uniform(1, 8, entities),
+                "avg_items_7d": rng.uniform(1, 5, entities),
+            }
+        )
+        frame.to_parquet(stats_dir / f"restaurant_stats_{day:%Y-%m-%d}.parquet", index=False)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def run_feast(days: int, write_batch_size: int) -> dict:
+    from airloop import features
+    from airloop.settings import ensure_dirs
+
+    settings = ensure_dirs()
+    features.apply(settings)
+    end = dt.datetime.combine(DAY0 + dt.timedelta(days=days), dt.time(), tzinfo=dt.timezone.utc)
+    before = rss_bytes()
+    started = time.perf_counter()
+    result = features.materialize(end, settings, write_batch_size=write_batch_size)
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "rows": result.rows, "chunks": sum(1 for c in result.chunks if c.rows),
+            "rss_before": before, "peak": peak_rss_bytes()}
+
+
+def latest_per_entity(stats_dir: Path):
+    import pyarrow.dataset as ds
+
+    frame = ds.dataset(stats_dir, format="parquet").to_table().to_pandas()
+    return frame.sort_values("event_timestamp").drop_duplicates("restaurant_id", keep="last")
+
+
+def run_raw_sqlite(stats_dir: Path, db_path: Path, batch: int) -> dict:
+    import sqlite3
+
+    before = rss_bytes()
+    started = time.perf_counter()
+    latest = latest_per_entity(stats_dir)
+    conn = sqlite3.connect(db_path)
+    columns = ", ".join(f"{f} REAL" for f in FEATURES)
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS restaurant_stats "
+        f"(restaurant_id INTEGER PRIMARY KEY, {columns}, event_ts INTEGER)"
+    )
+    sql = f"INSERT OR REPLACE INTO restaurant_stats VALUES ({', '.join('?' * (len(FEATURES) + 2))})"
+    stamps = latest["event_timestamp"].astype("int64").to_numpy()
+    with conn:
+        for lo in range(0, len(latest), batch):
+            part = latest.iloc[lo : lo + batch]
+            values = [part["restaurant_id"].tolist(), *(part[f].tolist() for f in FEATURES)]
+            conn.executemany(sql, zip(*values, stamps[lo : lo + batch].tolist()))
+    conn.close()
+    return {"seconds": time.perf_counter() - started, "rows": len(latest), "chunks": 1,
+            "rss_before": before, "peak": peak_rss_bytes()}
+
+
+def run_raw_redis(stats_dir: Path, redis_url: str, batch: int) -> dict:
+    import redis
+
+    host_port, _, options = redis_url.partition(",")
+    host, _, port = host_port.partition(":")
+    db = int(dict(o.split("=") for o in options.split(",") if o).get("db", 0))
+    client = redis.Redis(host=host, port=int(port or 6379), db=db)
+    before = rss_bytes()
+    started = time.perf_counter()
+    latest = latest_per_entity(stats_dir)
+    stamps = latest["event_timestamp"].astype("int64").to_numpy()
+    for lo in range(0, len(latest), batch):
+        part = latest.iloc[lo : lo + batch]
+        with client.pipeline(transaction=False) as pipe:
+            columns = [part[f].tolist() for f in FEATURES]
+            for i, entity in enumerate(part["restaurant_id"].tolist()):
+                mapping = {f: columns[j][i] for j, f in enumerate(FEATURES)}
+                mapping["_ts"] = int(stamps[lo + i])
+                pipe.hset(f"raw:restaurant_stats:{entity}", mapping=mapping)
+            pipe.execute()
+    return {"seconds": time.perf_counter() - started, "rows": len(latest), "chunks": 1,
+            "rss_before": before, "peak": peak_rss_bytes()}
+
+
+def child(args) -> None:
+    import pandas  # noqa: F401  (import costs stay out of the measurements)
+    import pyarrow.dataset  # noqa: F401
+
+    from airloop.features import restaurant_stats_dir
+    from airloop.settings import get_settings
+
+    settings = get_settings()
+    if args.path == "feast":
+        out = run_feast(args.days, args.write_batch_size)
+    elif args.store == "sqlite":
+        out = run_raw_sqlite(restaurant_stats_dir(settings), settings.home / "raw.db", args.write_batch_size)
+    else:
+        out = run_raw_redis(restaurant_stats_dir(settings), args.redis, args.write_batch_size)
+    print(json.dumps(out))
+
+
+def flush_redis(redis_url: str) -> None:
+    import redis
+
+    host_port, _, options = redis_url.partition(",")
+    host, _, port = host_port.partition(":")
+    db = int(dict(o.split("=") for o in options.split(",") if o).get("db", 0))
+    redis.Redis(host=host, port=int(port or 6379), db=db).flushdb()
+
+
+def measure(home: Path, store: str, path: str, days: int, args) -> dict:
+    env = {**os.environ, "AIRLOOP_HOME": str(home), "PYTHONWARNINGS": "ignore"}
+    env.pop("AIRLOOP_FEAST_REDIS", None)
+    if store == "redis":
+        env["AIRLOOP_FEAST_REDIS"] = args.redis
+        flush_redis(args.redis)
+    shutil.rmtree(home / "feast", ignore_errors=True)  # a fresh registry and online store
+    (home / "raw.db").unlink(missing_ok=True)
+    cmd = [sys.executable, __file__, "--child", "--store", store, "--path", path, "--days", str(days),
+           "--write-batch-size", str(args.write_batch_size), "--redis", args.redis]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+    if done.returncode:
+        raise RuntimeError(f"{store}/{path} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--entities", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=3, help="days each entity repeats on (repeated case)")
+    parser.add_argument("--cases", default="unique,repeated")
+    parser.add_argument("--stores", default="sqlite,redis")
+    parser.add_argument("--write-batch-size", type=int, default=10_000)
+    parser.add_argument("--redis", default="127.0.0.1:6379,db=14")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+
+    print(f"entities={args.entities:,} write_batch_size={args.write_batch_size:,} repeated_days={args.days}")
+    print(f"{'case':9} {'store':6} {'path':5} {'rows':>10} {'chunks':>6} {'wall s':>8} {'rows/s':>9} "
+          f"{'peak RSS +MiB':>13} {'feast/raw':>9}")
+    with tempfile.TemporaryDirectory(prefix="airloop-bench-") as tmp:
+        for case in args.cases.split(","):
+            days = 1 if case == "unique" else args.days
+            home = Path(tmp) / case
+            write_stats(home / "offline" / "restaurant_stats", args.entities, days)
+            for store in args.stores.split(","):
+                results = {path: measure(home, store, path, days, args) for path in ("raw", "feast")}
+                for path, r in results.items():
+                    growth = (r["peak"] - r["rss_before"]) / 2**20
+                    ratio = results["feast"]["seconds"] / results["raw"]["seconds"]
+                    print(
+                        f"{case:9} {store:6} {path:5} {r['rows']:>10,} {r['chunks']:>6} {r['seconds']:>8.1f} "
+                        f"{r['rows'] / r['seconds']:>9,.0f} {growth:>13,.0f} "
+                        f"{ratio if path == 'feast' else 1:>9.2f}",
+                        flush=True,
+                    )
+    if "redis" in args.stores:
+        flush_redis(args.redis)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,368 @@
+"""Serving latency and throughput: the Bento vs. two baselines, in one run on one setup.
+
+    python -m bench.bench_serve [--home DIR] [--seconds 8] [--json]
+
+Targets, each measured with 1 and 8 concurrent clients sending single-row predictions:
+
+- ``in-process``: ``airloop.serve.lookup_and_predict`` called directly (Feast online lookup
+  through the FeatureService + HistGradientBoosting predict), no HTTP; 8 clients = 8 threads.
+- ``fastapi``: a minimal plain FastAPI app under uvicorn (1 worker) doing the same lookup and
+  predict in a sync endpoint (FastAPI's thread pool), with the same pydantic request model;
+  no prediction log.
+- ``bento``: ``bentoml serve airloop.bento_service:PredictionService`` (1 worker, BentoML's
+  default of 1 thread for sync APIs), which also queues every prediction for the log.
+
+HTTP clients are threads in this process using keep-alive ``http.client`` connections, so
+on a small machine the clients compete with the servers for CPU: compare ratios, not
+absolutes. Every server runs with ``OMP_NUM_THREADS=1``. Without ``--home`` a temporary
+AIRLOOP_HOME is prepared as the tests do (10 days of orders, statistics, Feast apply and
+materialize, a trained @champion), which takes about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLIENTS = (1, 8)
+
+
+# --- setup ----------------------------------------------------------------------------------
+
+
+def prepare_home(home: Path, days: int = 10, orders_per_day: int = 1500) -> None:
+    """Orders -> statistics -> Feast -> a trained, gated @champion, under ``home``."""
+    os.environ["AIRLOOP_HOME"] = str(home)
+    import pandas as pd
+
+    from airloop import datagen, features, train
+    from airloop.settings import ensure_dirs, get_settings
+    from airloop.spec import load_spec
+
+    settings = ensure_dirs(get_settings())
+    spec = load_spec(settings.models_dir / "late_delivery.yaml")
+    if train.champion_version(spec, settings):
+        return
+    today = dt.datetime.now(dt.timezone.utc).date()
+    out = features.orders_dir(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(days, 0, -1):
+        day = today - dt.timedelta(days=i)
+        datagen.generate_orders(day, orders_per_day=orders_per_day).to_parquet(out / f"orders_{day:%Y-%m-%d}.parquet")
+    features.compute_restaurant_stats(settings)
+    features.apply(settings)
+    features.materialize(dt.datetime.now(dt.timezone.utc), settings)
+    orders = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("*.parquet")))
+    training = features.build_training_set(spec, features.entity_df_from_orders(spec, orders), settings=settings)
+    fit_on, holdout = train.time_split(training, "event_timestamp", spec.split.holdout_days)
+    columns = train.feature_columns(spec, training)
+    model = train.fit(spec, fit_on, columns)
+    metrics = train.evaluate(spec, model, holdout[columns], holdout[spec.target])
+    _, version = train.log_training_run(
+        spec, model, fit_on, holdout, columns, metrics, train.Lineage(trigger_reason="bench"), settings
+    )
+    train.gate(spec, version, holdout, metrics, actor="bench", settings=settings)
+
+
+def request_rows(n: int = 500, seed: int = 1) -> list[dict]:
+    from airloop import datagen
+
+    rng = random.Random(seed)
+    ids = datagen.restaurants().ids.tolist()
+    return [
+        {
+            "restaurant_id": rng.choice(ids),
+            "distance_km": round(rng.uniform(0.5, 12.0), 2),
+            "items": rng.randint(1, 8),
+            "order_hour": rng.randint(0, 23),
+        }
+        for _ in range(n)
+    ]
+
+
+# --- the FastAPI baseline ---------------------------------------------------------------------
+
+
+def fastapi_app():
+    """``uvicorn bench.bench_serve:fastapi_app --factory``: lookup + predict, nothing else."""
+    from fastapi import FastAPI
+
+    from airloop import features, serve
+    from airloop.settings import get_settings
+
+    settings = get_settings()
+    spec = serve.serving_spec(settings=settings)
+    store = features.get_store(settings)
+    model = serve.load_model_version(spec, serve.champion_version(spec, settings), settings)
+    Request = serve.request_model(spec)
+    app = FastAPI()
+
+    def predict(body):
+        scored = serve.lookup_and_predict(spec, [body.model_dump()], model, store)[0]
+        return {"prediction": scored.prediction, "model_version": scored.model_version, "request_id": scored.request_id}
+
+    predict.__annotations__["body"] = Request  # a class built from the spec at run time
+    app.post("/predict")(predict)
+
+    @app.get("/ready")
+    def ready() -> dict:
+        return {"ok": True}
+
+    serve.lookup_and_predict(spec, request_rows(1), model, store)  # warm up like the Bento does
+    return app
+
+
+# --- load generation ----------------------------------------------------------------------------
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def summarize(latencies: list[float], errors: int, wall: float) -> dict:
+    values = sorted(latencies)
+    return {
+        "requests": len(values),
+        "errors": errors,
+        "p50_ms": round(_percentile(values, 0.50) * 1000, 3),
+        "p99_ms": round(_percentile(values, 0.99) * 1000, 3),
+        "mean_ms": round(statistics.fmean(values) * 1000, 3) if values else None,
+        "throughput_rps": round(len(values) / wall, 1) if wall else None,
+    }
+
+
+def run_load(call, clients: int, seconds: float, rows: list[dict], warmup: float = 1.0) -> dict:
+    """``clients`` threads calling ``call(worker_state, row)`` back to back for ``seconds``."""
+    stop_at = [float("inf")]  # set once every client has warmed up
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    barrier = threading.Barrier(clients + 1)
+
+    def worker(i: int) -> None:
+        state: dict = {}
+        rng = random.Random(i)
+        barrier.wait()
+        warm_until = time.perf_counter() + warmup
+        while time.perf_counter() < warm_until:
+            call(state, rng.choice(rows))
+        barrier.wait()
+        out = latencies[i]
+        while time.perf_counter() < stop_at[0]:
+            started = time.perf_counter()
+            try:
+                ok = call(state, rng.choice(rows))
+            except Exception:
+                ok = False
+            if ok:
+                out.append(time.perf_counter() - started)
+            else:
+                errors[i] += 1
+        if "conn" in state:
+            state["conn"].close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()  # all started: warm up
+    barrier.wait()  # warm-up over
+    started = time.perf_counter()
+    stop_at[0] = started + seconds
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    return summarize([x for per in latencies for x in per], sum(errors), wall)
+
+
+def http_call(port: int, path: str = "/predict"):
+    def call(state: dict, row: dict) -> bool:
+        conn = state.get("conn")
+        if conn is None:
+            conn = state["conn"] = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        body = json.dumps(row)
+        try:
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            state.pop("conn", None)
+            raise
+        return resp.status == 200
+
+    return call
+
+
+# --- servers ------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(cmd: list[str], env: dict, log_path: Path, ready_url: tuple[int, str], timeout: float = 180) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    port, path = ready_url
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd[:4]} exited ({proc.returncode}); see {log_path}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc
+            conn.close()
+        except OSError:
+            pass
+        time.sleep(0.5)
+    stop_server(proc)
+    raise TimeoutError(f"{cmd[:4]} not ready after {timeout}s; see {log_path}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def server_env(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOOP_")}
+    env.update(
+        AIRLOOP_HOME=str(home),
+        BENTOML_HOME=str(home / "bentoml"),
+        BENTOML_DO_NOT_TRACK="true",
+        BENTOML_CONTAINERIZED="true",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
+    return env
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+def measure(home: Path, seconds: float) -> dict:
+    os.environ["AIRLOOP_HOME"] = str(home)
+    from airloop import features, serve
+    from airloop.settings import get_settings
+
+    settings = get_settings()
+    spec = serve.serving_spec(settings=settings)
+    rows = request_rows()
+    results: dict[str, dict] = {}
+    load_before = os.getloadavg()
+
+    store = features.get_store(settings)
+    model = serve.load_model_version(spec, serve.champion_version(spec, settings), settings)
+
+    def in_process(state: dict, row: dict) -> bool:
+        serve.lookup_and_predict(spec, [row], model, store)
+        return True
+
+    for clients in CLIENTS:
+        results[f"in-process/{clients}"] = run_load(in_process, clients, seconds, rows)
+
+    env = server_env(home)
+    logs = home / "bench-logs"
+    logs.mkdir(exist_ok=True)
+    port = free_port()
+    proc = start_server(
+        [sys.executable, "-m", "uvicorn", "bench.bench_serve:fastapi_app", "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"],
+        env, logs / "fastapi.log", (port, "/ready"),
+    )
+    try:
+        for clients in CLIENTS:
+            results[f"fastapi/{clients}"] = run_load(http_call(port), clients, seconds, rows)
+    finally:
+        stop_server(proc)
+
+    port = free_port()
+    proc = start_server(
+        [sys.executable, "-m", "bentoml", "serve", "airloop.bento_service:PredictionService",
+         "--host", "127.0.0.1", "--port", str(port)],
+        env, logs / "bento.log", (port, "/readyz"),
+    )
+    try:
+        for clients in CLIENTS:
+            results[f"bento/{clients}"] = run_load(http_call(port), clients, seconds, rows)
+    finally:
+        stop_server(proc)
+    logged = len(serve.read_predictions(model=spec, settings=settings))
+    return {
+        "seconds_per_run": seconds,
+        "cpus": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "bento_predictions_logged": logged,
+        "results": results,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Before anything loads OpenMP (sklearn): the in-process baseline runs like the servers.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, help="a prepared AIRLOOP_HOME to reuse (prepared if empty)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per target and client count")
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    args = parser.parse_args(argv)
+
+    tmp = None
+    home = args.home
+    if home is None:
+        tmp = Path(tempfile.mkdtemp(prefix="airloop-bench-serve-"))
+        home = tmp / "airloop"
+    home = home.resolve()
+    try:
+        started = time.perf_counter()
+        prepare_home(home)
+        if not args.json:
+            print(f"setup: {time.perf_counter() - started:.1f} s ({home})", flush=True)
+        result = measure(home, args.seconds)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['cpus']} CPUs, load average before {result['loadavg_before']} after {result['loadavg_after']}; "
+          f"{args.seconds:g} s per run, single-row requests")
+    print(f"{'target/clients':<16} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'req/s':>8} {'n':>7} {'errors':>6}")
+    for name, r in result["results"].items():
+        print(f"{name:<16} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['mean_ms']:>8.2f} "
+              f"{r['throughput_rps']:>8.1f} {r['requests']:>7} {r['errors']:>6}")
+    print(f"bento predictions in the prediction log: {result['bento_predictions_logged']}")
+    errors = sum(r["errors"] for r in result["results"].values())
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,255 @@
+"""The Airloop prediction service (BentoML 1.4).
+
+Run it with::
+
+    bentoml serve airloop.bento_service:PredictionService --host 127.0.0.1 --port 3300
+
+It serves the model named by ``AIRLOOP_SERVE_MODEL`` (default: the only spec under
+``AIRLOOP_MODELS_DIR``), always the version behind the MLflow alias ``@champion``: the
+registry is polled every ``AIRLOOP_SERVE_POLL_SECONDS`` (default 10) and a new champion is
+loaded first and then swapped in, with no restart and no failed request. All knobs:
+:class:`airloop.serve.ServeConfig`.
+
+Endpoints (all JSON; errors are ``{"error": ...}``, BentoML's validation errors add ``detail``):
+
+``POST /predict``  ``{"restaurant_id": 1001, "distance_km": 3.2, "items": 2, "order_hour": 19}``
+    -> 200 ``{"prediction": 0.31, "model": "late_delivery", "model_version": "3",
+    "request_id": "...", "features_missing": false, "missing_features": []}``;
+    ``prediction`` is the probability that the order is late. The entity's online features
+    come from the spec's Feast FeatureService. An entity with no online features (unknown or
+    stale) still gets 200: the prediction is computed with those features missing (NaN),
+    ``features_missing`` is true and ``missing_features`` names them.
+``POST /predict_batch``  ``{"rows": [<predict body>, ...]}`` (1..``AIRLOOP_SERVE_MAX_BATCH_ROWS``
+    rows, default 1000) -> 200 ``{"predictions": [<predict answer>, ...]}`` in row order, all
+    from the same model version, one request id per row.
+``POST /feedback``  ``{"request_id": "...", "label": 1}`` -> 200 ``{"request_id", "label",
+    "labeled_at"}``; 404 if no prediction has that id; 400 if the label is not 0/1 (classification).
+``POST /status`` -> the model version served, its run id, the last registry check and error,
+    the prediction-log backlog.
+BentoML's own ``GET /healthz``, ``/livez``, ``/readyz`` (503 until a champion is loaded) and
+``/metrics`` stay as they are.
+
+Bad requests get a 4xx, never a 500: malformed JSON, wrong types (strict: ``"3"`` is not a
+number, ``2.0`` is not an integer), missing or unknown fields and out-of-range values
+(the spec's validation ranges) -> 400 with the offending fields in ``detail``; a body larger
+than ``AIRLOOP_SERVE_MAX_BODY_BYTES`` (default 1 MiB) -> 413. No champion yet, or the feature
+store or prediction store unreachable -> 503 with the reason.
+
+Every prediction is logged to ``settings.prediction_store`` (see
+:class:`airloop.serve.PredictionLog` for what a crash can lose; a clean shutdown, SIGTERM
+or SIGINT, loses nothing). The service refuses to start if the prediction store is
+unreachable: the worker logs ``prediction store <url> is not usable: <reason>`` and exits
+before accepting a request. With ``BENTOML_CONTAINERIZED=true`` (set it wherever the server
+runs under a supervisor: compose, Kubernetes) the whole server then exits with status 1;
+without it BentoML's process manager restarts the worker every ~10 s until the store is back,
+and ``/readyz`` stays unanswered meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import anyio.to_thread
+import bentoml
+from starlette.responses import JSONResponse
+
+from airloop import serve
+from airloop.settings import get_settings
+
+log = logging.getLogger("airloop.bento_service")
+
+# BentoML 1.4.39 reads ``model_fields`` on instances: pydantic >= 2.11 warns on every request.
+warnings.filterwarnings("ignore", message=".*model_fields.*", category=DeprecationWarning)
+
+_CONFIG = serve.serve_config()
+_SPEC = serve.serving_spec(_CONFIG)
+PredictRequest = serve.request_model(_SPEC)
+BatchRequest = serve.batch_request_model(_SPEC, _CONFIG.max_batch_rows)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class RequestGuard:
+    """ASGI middleware in front of the APIs: JSON only (415), bodies up to ``max_bytes`` (413).
+
+    The body is read (up to the limit) before the app sees it, so a chunked upload without
+    Content-Length is capped too. An oversized declared body is drained, not buffered, so the
+    client can read the 413 instead of seeing a reset connection. A POST without a
+    Content-Type is taken as JSON.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if media_type and media_type != b"application/json" and not media_type.endswith(b"+json"):
+            await self._drain(receive, limit=64 * self.max_bytes)
+            return await self._reply(
+                send, 415, f"unsupported Content-Type {media_type.decode(errors='replace')!r}: send application/json"
+            )
+        declared = headers.get(b"content-length")
+        try:
+            too_big = declared is not None and int(declared) > self.max_bytes
+        except ValueError:
+            return await self._reply(send, 400, "invalid Content-Length header")
+        if too_big:
+            await self._drain(receive, limit=64 * self.max_bytes)
+            return await self._reply(send, 413, self._message(int(declared)))
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client went away
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await self._drain(receive, limit=64 * self.max_bytes)
+                return await self._reply(send, 413, self._message(None))
+            if not message.get("more_body", False):
+                break
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _message(self, size: int | None) -> str:
+        got = f"{size} bytes" if size is not None else "more"
+        return f"request body too large: {got}, the limit is {self.max_bytes} bytes (AIRLOOP_SERVE_MAX_BODY_BYTES)"
+
+    @staticmethod
+    async def _drain(receive, limit: int) -> None:
+        seen = 0
+        while seen <= limit:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            seen += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+    @staticmethod
+    async def _reply(send, status: int, message: str) -> None:
+        import json
+
+        payload = json.dumps({"error": message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _setup_logging() -> None:
+    logger = logging.getLogger("airloop")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+@bentoml.service(
+    name="airloop",
+    labels={"airloop.model": _SPEC.name},
+    traffic={"timeout": 60},
+)
+class PredictionService:
+    """Online predictions with the ``@champion`` model; see the module docstring."""
+
+    def __init__(self) -> None:
+        _setup_logging()
+        settings = get_settings()
+        config = serve.serve_config()
+        self.spec = _SPEC
+        # Fails here, and so the server does not start, if the prediction store is unreachable.
+        self.log = serve.PredictionLog(
+            settings=settings,
+            flush_seconds=config.flush_seconds,
+            batch_size=config.log_batch_size,
+            max_pending=config.max_pending,
+        )
+        try:
+            self.predictor = serve.Predictor(
+                self.spec, settings, log=self.log, poll_seconds=config.poll_seconds
+            ).start()
+        except BaseException:
+            self.log.close()
+            raise
+        log.info(
+            "serving %s; prediction log: %s; %s", self.spec.name, serve.safe_url(self.log.url),
+            self.predictor.watcher.status(),
+        )
+
+    def __is_ready__(self) -> bool:
+        return self.predictor.ready
+
+    @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=serve.Prediction)
+    def predict(self, **row) -> serve.Prediction:
+        """One prediction; unknown entities get ``features_missing: true`` (see module docs)."""
+        try:
+            return self.predictor.predict([row])[0].answer()
+        except serve.ServeError as exc:
+            return _error(exc.status, str(exc))
+
+    @bentoml.api(route="/predict_batch", input_spec=BatchRequest, output_spec=serve.BatchPrediction)
+    def predict_batch(self, rows: list) -> serve.BatchPrediction:
+        """Many predictions in one call, in row order, all with the same model version."""
+        try:
+            scored = self.predictor.predict([r.model_dump() for r in rows])
+        except serve.ServeError as exc:
+            return _error(exc.status, str(exc))
+        return serve.BatchPrediction(predictions=[s.answer() for s in scored])
+
+    @bentoml.api(route="/feedback", input_spec=serve.Feedback, output_spec=serve.FeedbackAck)
+    async def feedback(self, request_id: str, label: float) -> serve.FeedbackAck:
+        """Attach the true label to a logged prediction (404 if the request id is unknown)."""
+        if self.spec.task == "classification" and label not in (0, 1):
+            return _error(400, f"label must be 0 or 1 for the classification model {self.spec.name!r}")
+        try:
+            # Waits for the log to write pending rows: run it off the event loop.
+            labeled_at = await anyio.to_thread.run_sync(self.log.attach_label, request_id, label)
+        except serve.ServeError as exc:
+            return _error(exc.status, str(exc))
+        return serve.FeedbackAck(request_id=request_id, label=label, labeled_at=labeled_at.isoformat())
+
+    @bentoml.api(route="/status")
+    def status(self) -> dict:
+        """The model served and the health of the registry poll and the prediction log."""
+        return {
+            **self.predictor.watcher.status(),
+            "prediction_log": {
+                "store": serve.safe_url(self.log.url),
+                "pending": self.log.pending,
+                "written": self.log.written,
+                "failures": self.log.failures,
+                "last_error": self.log.last_error,
+            },
+        }
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        """Stop polling, then write every queued prediction before the process exits."""
+        self.predictor.stop()
+        self.log.close()
+        log.info("prediction log closed: %d rows written", self.log.written)
+
+
+PredictionService.add_asgi_middleware(RequestGuard, max_bytes=_CONFIG.max_body_bytes)

@@ -1,0 +1,604 @@
+"""Train, track in MLflow, register, and promote only a better model.
+
+Plain functions; heavy libraries (sklearn, mlflow, matplotlib) are imported inside them.
+
+Registry conventions (aliases, not the deprecated stages):
+- every training run registers a new version of the model named after the spec;
+- ``@champion`` is the version serving traffic, ``@challenger`` the latest one that lost;
+- each promotion, rejection and rollback is appended to the registered model's tags as
+  ``airloop.history.NNNNNN`` (JSON: when, who, action, version, reason).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import importlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airloop.settings import REPO_ROOT, Settings, get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from airloop.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_PREFIX = "airloop.history."
+REFERENCE_ARTIFACT = "reference/training_set.parquet"
+HOLDOUT_ARTIFACT = "reference/holdout.parquet"
+
+
+class PromotionError(RuntimeError):
+    """A registry operation could not be carried out (e.g. rollback with no target)."""
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a model's data came from and why it was trained."""
+
+    dvc_md5: str = ""
+    dvc_rev: str = ""
+    validation_result_id: str = ""
+    feature_service: str = ""
+    trigger_reason: str = "manual"
+    drift_report_id: str = ""
+    code_version: str = ""
+
+    def as_tags(self) -> dict[str, str]:
+        return {f"airloop.{k}": str(v) for k, v in asdict(self).items() if v}
+
+
+@dataclass
+class GateDecision:
+    promoted: bool
+    reason: str
+    metric: str
+    challenger_score: float
+    champion_score: float | None = None
+    champion_version: str | None = None
+
+
+@dataclass
+class TrainResult:
+    model_name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    decision: GateDecision
+    lineage: Lineage
+    feature_columns: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["decision"] = asdict(self.decision)
+        return out
+
+
+# -- pure training -----------------------------------------------------------------------
+
+
+def time_split(frame: "pd.DataFrame", timestamp: str, holdout_days: int):
+    """Train on everything before the last ``holdout_days`` days; never shuffle across."""
+    import pandas as pd
+
+    ts = pd.to_datetime(frame[timestamp], utc=True)
+    cutoff = ts.max().normalize() - pd.Timedelta(days=holdout_days - 1)
+    train, holdout = frame[ts < cutoff], frame[ts >= cutoff]
+    if train.empty or holdout.empty:
+        raise ValueError(
+            f"need data before and after the holdout cutoff {cutoff:%Y-%m-%d}: "
+            f"{len(train)} training rows, {len(holdout)} holdout rows"
+        )
+    return train.sort_values(timestamp), holdout.sort_values(timestamp)
+
+
+def make_estimator(spec: "ModelSpec"):
+    module_name, _, class_name = spec.estimator.class_.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    params = dict(spec.estimator.params)
+    if "random_state" in cls().get_params():
+        params.setdefault("random_state", spec.estimator.seed)
+    return cls(**params)
+
+
+def evaluate(spec: "ModelSpec", model, X: "pd.DataFrame", y) -> dict[str, float]:
+    from sklearn import metrics as m
+
+    if spec.task == "classification":
+        proba = model.predict_proba(X)[:, 1]
+        return {
+            "roc_auc": float(m.roc_auc_score(y, proba)),
+            "pr_auc": float(m.average_precision_score(y, proba)),
+            "log_loss": float(m.log_loss(y, proba, labels=[0, 1])),
+            "brier": float(m.brier_score_loss(y, proba)),
+            "accuracy": float(m.accuracy_score(y, proba >= 0.5)),
+            "positive_rate": float(sum(y) / len(y)),
+        }
+    pred = model.predict(X)
+    return {
+        "rmse": float(m.root_mean_squared_error(y, pred)),
+        "mae": float(m.mean_absolute_error(y, pred)),
+        "r2": float(m.r2_score(y, pred)),
+    }
+
+
+def feature_columns(spec: "ModelSpec", frame: "pd.DataFrame") -> list[str]:
+    """Model inputs: every column of the training set but the keys, timestamp and label."""
+    excluded = {spec.entity.join_key, spec.dataset.timestamp, spec.target}
+    return [c for c in frame.columns if c not in excluded]
+
+
+def fit(spec: "ModelSpec", train: "pd.DataFrame", columns: list[str]):
+    model = make_estimator(spec)
+    model.fit(train[columns], train[spec.target])
+    return model
+
+
+# -- MLflow ------------------------------------------------------------------------------
+
+
+def mlflow_client(settings: Settings | None = None):
+    import mlflow
+
+    s = settings or get_settings()
+    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
+    if s.mlflow_tracking_uri.startswith("sqlite:///"):
+        Path(s.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return mlflow.MlflowClient(tracking_uri=s.mlflow_tracking_uri)
+
+
+def _experiment_id(spec: "ModelSpec", settings: Settings) -> str:
+    import mlflow
+
+    existing = mlflow.get_experiment_by_name(spec.name)
+    if existing:
+        return existing.experiment_id
+    # With a local store, artifacts go under AIRLOOP_HOME; a tracking server proxies its own.
+    location = None
+    if not settings.mlflow_tracking_uri.startswith("http"):
+        location = (settings.mlflow_artifacts_dir / spec.name).as_uri()
+    return mlflow.create_experiment(spec.name, artifact_location=location, tags={"airloop.model": spec.name})
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+def _log_plots(spec: "ModelSpec", model, X, y, columns: list[str], out_dir: Path) -> list[Path]:
+    """Evaluation plots people would rather look at than read."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.calibration import CalibrationDisplay
+    from sklearn.inspection import permutation_importance
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    paths = []
+
+    def save(fig, name):
+        path = out_dir / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+
+    if spec.task == "classification":
+        for name, display in (
+            ("roc_curve.png", RocCurveDisplay),
+            ("pr_curve.png", PrecisionRecallDisplay),
+            ("calibration.png", CalibrationDisplay),
+        ):
+            fig, ax = plt.subplots(figsize=(5, 4))
+            display.from_estimator(model, X, y, ax=ax)
+            ax.set_title(f"{spec.name}: {name.removesuffix('.png').replace('_', ' ')} (holdout)")
+            save(fig, name)
+    importance = permutation_importance(
+        model, X, y, n_repeats=3, random_state=spec.estimator.seed, n_jobs=1,
+        scoring="roc_auc" if spec.task == "classification" else "r2",
+    )
+    order = np.argsort(importance.importances_mean)
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(columns) + 1.5))
+    ax.barh([columns[i] for i in order], importance.importances_mean[order])
+    ax.set_title(f"{spec.name}: permutation importance (holdout)")
+    save(fig, "feature_importance.png")
+    return paths
+
+
+def log_training_run(
+    spec: "ModelSpec",
+    model,
+    train: "pd.DataFrame",
+    holdout: "pd.DataFrame",
+    columns: list[str],
+    metrics: dict[str, float],
+    lineage: Lineage,
+    settings: Settings,
+    *,
+    batches: list[dict] | None = None,
+):
+    """Log params, metrics, plots, data and the model; register a new version."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    mlflow_client(settings)
+    experiment_id = _experiment_id(spec, settings)
+    X_holdout = holdout[columns]
+    output = model.predict_proba(X_holdout) if spec.task == "classification" else model.predict(X_holdout)
+    signature = infer_signature(X_holdout, output)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"{spec.name}-{lineage.trigger_reason}") as run:
+        mlflow.set_tags({**lineage.as_tags(), "airloop.model": spec.name})
+        mlflow.log_params(
+            {
+                "estimator": spec.estimator.class_,
+                "estimator_spec": json.dumps(spec.estimator.model_dump(by_alias=True), sort_keys=True),
+                "seed": spec.estimator.seed,
+                "holdout_days": spec.split.holdout_days,
+                "feature_service": spec.features.service,
+                "feature_columns": ",".join(columns),
+                "train_rows": len(train),
+                "holdout_rows": len(holdout),
+                "train_start": str(train[spec.dataset.timestamp].min()),
+                "holdout_start": str(holdout[spec.dataset.timestamp].min()),
+                "holdout_end": str(holdout[spec.dataset.timestamp].max()),
+                **{f"param.{k}": v for k, v in spec.estimator.params.items()},
+            }
+        )
+        mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items()})
+        dataset = mlflow.data.from_pandas(
+            # The data registry path; the exact version is the digest (DVC md5) and the rev tag.
+            train, source=str(settings.dvc_workspace / spec.dataset.name),
+            targets=spec.target, name=f"{spec.name}-training-set", digest=lineage.dvc_md5 or None,
+        )
+        mlflow.log_input(dataset, context="training")
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_path = Path(tmp)
+            (tmp_path / "reference").mkdir()
+            train.to_parquet(tmp_path / REFERENCE_ARTIFACT, index=False)
+            holdout.to_parquet(tmp_path / HOLDOUT_ARTIFACT, index=False)
+            mlflow.log_artifacts(str(tmp_path / "reference"), "reference")
+            plots = tmp_path / "plots"
+            plots.mkdir()
+            _log_plots(spec, model, X_holdout, holdout[spec.target], columns, plots)
+            mlflow.log_artifacts(str(plots), "plots")
+            if batches is not None:
+                mlflow.log_dict(batches, "lineage/batches.json")
+        info = mlflow.sklearn.log_model(
+            model, name="model", signature=signature, input_example=X_holdout.head(5),
+            registered_model_name=spec.registered_model_name,
+            skops_trusted_types=_own_model_types(model),
+            # Inferring requirements re-imports the model in a subprocess (~10 s); we know them.
+            pip_requirements=_model_requirements(),
+        )
+    version = str(info.registered_model_version)
+    client = mlflow_client(settings)
+    for key, value in {**lineage.as_tags(), "airloop.run_id": run.info.run_id}.items():
+        client.set_model_version_tag(spec.registered_model_name, version, key, value)
+    return run.info.run_id, version
+
+
+def _model_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("scikit-learn", "skops", "pandas", "numpy", "mlflow")]
+
+
+def _own_model_types(model) -> list[str]:
+    """Types skops does not trust by default; this model was trained in this process."""
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
+
+
+# -- registry: gate, history, rollback ---------------------------------------------------
+
+
+def champion_version(spec: "ModelSpec", settings: Settings | None = None) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_client(settings)
+    try:
+        return str(client.get_model_version_by_alias(spec.registered_model_name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def history(spec: "ModelSpec", settings: Settings | None = None) -> list[dict]:
+    client = mlflow_client(settings)
+    model = client.get_registered_model(spec.registered_model_name)
+    events = [json.loads(v) for k, v in sorted(model.tags.items()) if k.startswith(HISTORY_PREFIX)]
+    return events
+
+
+def _record(client, spec: "ModelSpec", event: dict) -> None:
+    model = client.get_registered_model(spec.registered_model_name)
+    seq = sum(1 for k in model.tags if k.startswith(HISTORY_PREFIX)) + 1
+    event = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **event}
+    client.set_registered_model_tag(spec.registered_model_name, f"{HISTORY_PREFIX}{seq:06d}", json.dumps(event))
+
+
+def _better(spec: "ModelSpec", challenger: float, champion: float) -> bool:
+    margin = spec.promotion.min_improvement
+    if spec.promotion.greater_is_better:
+        return challenger >= champion + margin
+    return challenger <= champion - margin
+
+
+def _floor_failures(spec: "ModelSpec", metrics: dict[str, float]) -> list[str]:
+    failures = []
+    for metric, floor in spec.promotion.floors.items():
+        value = metrics.get(metric)
+        lower_is_better = metric in {"rmse", "mae", "log_loss", "brier"}
+        if value is None or (value > floor if lower_is_better else value < floor):
+            failures.append(f"{metric}={value} misses the floor {floor}")
+    return failures
+
+
+def gate(
+    spec: "ModelSpec",
+    version: str,
+    holdout: "pd.DataFrame",
+    metrics: dict[str, float],
+    *,
+    actor: str,
+    settings: Settings | None = None,
+) -> GateDecision:
+    """Champion/challenger: promote ``version`` only if it passes the floors and beats the champion."""
+    import mlflow.sklearn
+
+    s = settings or get_settings()
+    client = mlflow_client(s)
+    name = spec.registered_model_name
+    metric = spec.promotion.metric
+    score = metrics[metric]
+    current = champion_version(spec, s)
+    champion_score = None
+    failures = _floor_failures(spec, metrics)
+    if failures:
+        reason = "; ".join(failures)
+    elif current is None:
+        reason = f"first model to pass the floors ({metric}={score:.4f})"
+    else:
+        champion = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
+        inputs = list(champion.feature_names_in_)
+        missing = [c for c in inputs if c not in holdout.columns]
+        if missing:
+            raise PromotionError(f"champion v{current} needs columns missing from the holdout: {missing}")
+        champion_score = evaluate(spec, champion, holdout[inputs], holdout[spec.target])[metric]
+        if _better(spec, score, champion_score):
+            reason = (
+                f"{metric} {score:.4f} beats champion v{current} ({champion_score:.4f}) "
+                f"by at least {spec.promotion.min_improvement}"
+            )
+        else:
+            reason = (
+                f"{metric} {score:.4f} does not beat champion v{current} ({champion_score:.4f}) "
+                f"by {spec.promotion.min_improvement}"
+            )
+            failures.append(reason)
+    promoted = not failures
+    decision = GateDecision(promoted, reason, metric, score, champion_score, current)
+    client.set_model_version_tag(name, version, "airloop.gate", "promoted" if promoted else "rejected")
+    client.set_model_version_tag(name, version, "airloop.gate_reason", reason)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        if current:
+            client.set_model_version_tag(name, current, "airloop.replaced_by", version)
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+    _record(
+        client, spec,
+        {"action": "promote" if promoted else "reject", "version": version, "previous": current,
+         "by": actor, "reason": reason},
+    )
+    return decision
+
+
+def rollback(
+    spec: "ModelSpec",
+    to_version: str | None = None,
+    *,
+    actor: str | None = None,
+    reason: str = "manual rollback",
+    settings: Settings | None = None,
+) -> str:
+    """Re-point ``@champion`` to ``to_version``, or to the champion before the current one."""
+    s = settings or get_settings()
+    client = mlflow_client(s)
+    name = spec.registered_model_name
+    current = champion_version(spec, s)
+    if to_version is None:
+        promoted = [e for e in history(spec, s) if e["action"] in ("promote", "rollback")]
+        previous = [e.get("previous") for e in reversed(promoted) if e["version"] == current]
+        to_version = previous[0] if previous and previous[0] else None
+        if to_version is None:
+            raise PromotionError(f"{name}: no previous champion to roll back to from v{current}")
+    client.get_model_version(name, str(to_version))  # raises if the version does not exist
+    client.set_registered_model_alias(name, CHAMPION, str(to_version))
+    _record(
+        client, spec,
+        {"action": "rollback", "version": str(to_version), "previous": current,
+         "by": actor or getpass.getuser(), "reason": reason},
+    )
+    return str(to_version)
+
+
+def current_actor() -> str:
+    return os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or getpass.getuser()
+
+
+# -- the training job --------------------------------------------------------------------
+
+
+def _day_of(batch: str) -> dt.date:
+    return dt.date.fromisoformat(Path(batch).stem.rsplit("_", 1)[-1])
+
+
+def _batches_in_window(versions, start: dt.date | None, end: dt.date | None):
+    return [v for v in versions if (start is None or _day_of(v.batch) >= start) and (end is None or _day_of(v.batch) <= end)]
+
+
+def _data_digest(versions) -> str:
+    """One md5 for a training set's data: over the DVC md5 of every batch in it, by name."""
+    import hashlib
+
+    lines = "".join(f"{v.batch} {v.md5}\n" for v in sorted(versions, key=lambda v: v.batch))
+    return hashlib.md5(lines.encode()).hexdigest()
+
+
+def read_orders(spec: "ModelSpec", offline_dir: Path, batches: list[str]) -> "pd.DataFrame":
+    import pandas as pd
+
+    paths = [offline_dir / spec.dataset.name / f"{Path(b).stem}.parquet" for b in batches]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"offline source lacks versioned batches: {missing}")
+    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+
+
+def build_dataset(spec: "ModelSpec", orders: "pd.DataFrame", settings: Settings) -> "pd.DataFrame":
+    """Point-in-time-correct training set from order rows, through the spec's FeatureService."""
+    from airloop import features
+
+    entity_df = features.entity_df_from_orders(spec, orders)
+    return features.build_training_set(spec, entity_df, settings=settings)
+
+
+def train_model(
+    spec: "ModelSpec",
+    *,
+    reason: str = "manual",
+    drift_report_id: str = "",
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Build the training set from the versioned data, fit, evaluate, log and register.
+
+    Returns the new version, its run id, holdout metrics and lineage. Promotion is a
+    separate step (:func:`gate_version`), so a failure here never touches the aliases.
+    """
+    from airloop.ingest import committed_batches
+
+    s = settings or get_settings()
+    rev, versions = committed_batches(spec, s)
+    versions = _batches_in_window(versions, start, end)
+    if not versions:
+        raise ValueError(f"{spec.name}: no validated batches in the data window {start} .. {end}")
+    orders = read_orders(spec, s.offline_dir, [v.batch for v in versions])
+    frame = build_dataset(spec, orders, s)
+    train, holdout = time_split(frame, "event_timestamp", spec.split.holdout_days)
+    columns = feature_columns(spec, frame)
+    model = fit(spec, train, columns)
+    metrics = evaluate(spec, model, holdout[columns], holdout[spec.target])
+    lineage = Lineage(
+        dvc_md5=_data_digest(versions),
+        dvc_rev=rev,
+        validation_result_id=versions[-1].validation_result_id,
+        feature_service=spec.features.service,
+        trigger_reason=reason,
+        drift_report_id=drift_report_id or "",
+        code_version=code_version(),
+    )
+    batches = [asdict(v) for v in versions]
+    run_id, version = log_training_run(
+        spec, model, train, holdout, columns, metrics, lineage, s, batches=batches
+    )
+    log.info("%s v%s trained (run %s): %s", spec.name, version, run_id, metrics)
+    return {
+        "model_name": spec.registered_model_name,
+        "version": version,
+        "run_id": run_id,
+        "metrics": metrics,
+        "lineage": asdict(lineage),
+        "batches": len(versions),
+        "train_rows": len(train),
+        "holdout_rows": len(holdout),
+    }
+
+
+def gate_version(spec: "ModelSpec", version: str, *, actor: str | None = None, settings: Settings | None = None) -> GateDecision:
+    """Run the champion/challenger gate for a registered version on its own logged holdout."""
+    import mlflow
+    import pandas as pd
+
+    s = settings or get_settings()
+    client = mlflow_client(s)
+    mv = client.get_model_version(spec.registered_model_name, version)
+    run = client.get_run(mv.run_id)
+    metrics = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=HOLDOUT_ARTIFACT, dst_path=tmp)
+        holdout = pd.read_parquet(path)
+    return gate(spec, version, holdout, metrics, actor=actor or current_actor(), settings=s)
+
+
+def reproduce(spec: "ModelSpec", version: str, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Retrain a registered version from its recorded lineage and compare the metrics.
+
+    The data is read back from the DVC workspace at the recorded revision (not from the
+    current offline source), the features are rebuilt from it in a scratch Feast registry,
+    and the estimator is refit with the recorded parameters and seed.
+    """
+    import dataclasses
+
+    from airloop import features
+    from airloop.ingest import read_version
+    from airloop.validation import read_typed
+
+    s = settings or get_settings()
+    client = mlflow_client(s)
+    mv = client.get_model_version(spec.registered_model_name, version)
+    run = client.get_run(mv.run_id)
+    recorded = json.loads(run.data.params["estimator_spec"])
+    rev = run.data.tags["airloop.dvc_rev"]
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        batches_file = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="lineage/batches.json", dst_path=tmp)
+        batches = json.loads(Path(batches_file).read_text())
+        scratch = Path(tmp) / "scratch"
+        scratch_settings = dataclasses.replace(
+            s,
+            offline_dir=scratch / "offline",
+            feast_registry=str(scratch / "feast" / "registry.db"),
+            feast_online_store=str(scratch / "feast" / "online.db"),
+            feast_redis_url="",
+        )
+        out = scratch_settings.offline_dir / spec.dataset.name
+        out.mkdir(parents=True)
+        for batch in batches:
+            frame, failures = read_typed(spec, read_version(spec, batch["batch"], rev, s))
+            if failures:
+                raise ValueError(f"{batch['batch']} at {rev} no longer reads cleanly: {failures}")
+            frame.to_parquet(out / f"{Path(batch['batch']).stem}.parquet", index=False)
+        features.compute_restaurant_stats(scratch_settings)
+        features.apply(scratch_settings)
+        orders = read_orders(spec, scratch_settings.offline_dir, [b["batch"] for b in batches])
+        frame = build_dataset(spec, orders, scratch_settings)
+    respec = spec.model_copy(update={"estimator": spec.estimator.model_validate(recorded)})
+    train, holdout = time_split(frame, "event_timestamp", respec.split.holdout_days)
+    columns = feature_columns(respec, frame)
+    model = fit(respec, train, columns)
+    metrics = evaluate(respec, model, holdout[columns], holdout[respec.target])
+    original = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
+    return {"version": version, "rev": rev, "original": original, "reproduced": metrics,
+            "identical": all(original.get(k) == v for k, v in metrics.items())}

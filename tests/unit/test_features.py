@@ -1,0 +1,376 @@
+"""Feature stage on real Feast: file offline store + SQLite + file registry by default, and
+Redis + a SQL registry on Postgres for the tests marked ``services``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from airloop import datagen, features
+from airloop.settings import Settings, ensure_dirs, get_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DAY0 = dt.date(2024, 3, 1)
+HISTORY_DAYS = 31
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+REDIS_DB = 15
+
+
+def make_settings(home: Path, **env: str) -> Settings:
+    """Settings for an AIRLOOP_HOME plus overrides, without leaving the env changed."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRLOOP_HOME", str(home))
+        for name, value in env.items():
+            mp.setenv(name, value)
+        return ensure_dirs(get_settings())
+
+
+def midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+
+
+def write_orders(settings: Settings, days: list[dt.date], seed: int = 7) -> None:
+    """What the ingest stage writes: one typed parquet per batch day."""
+    out = features.orders_dir(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    for day in days:
+        datagen.generate_orders(day, seed=seed).to_parquet(out / f"orders_{day:%Y-%m-%d}.parquet")
+
+
+def read_orders(settings: Settings) -> pd.DataFrame:
+    return pd.concat(pd.read_parquet(p) for p in sorted(features.orders_dir(settings).glob("*.parquet")))
+
+
+def stats_file(settings: Settings, day: dt.date) -> Path:
+    return features.restaurant_stats_dir(settings) / f"restaurant_stats_{day:%Y-%m-%d}.parquet"
+
+
+def request_row(restaurant_id: int, hour: int = 12) -> dict:
+    return {"restaurant_id": restaurant_id, "distance_km": 3.5, "items": 3, "order_hour": hour}
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory) -> Settings:
+    """31 days of orders and their statistics, applied to an embedded (SQLite) store."""
+    settings = make_settings(tmp_path_factory.mktemp("history") / "airloop")
+    write_orders(settings, [DAY0 + dt.timedelta(days=i) for i in range(HISTORY_DAYS)])
+    result = features.compute_restaurant_stats(settings)
+    assert len(result.written) == HISTORY_DAYS
+    assert features.apply(settings) is True
+    return settings
+
+
+# --- library and repo shape ---------------------------------------------------------------
+
+
+def test_importing_features_imports_no_heavy_library():
+    code = "import sys, airloop.features; print(sorted({'feast', 'pandas', 'pyarrow'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_feature_repo_matches_the_spec(history, demo_spec):
+    contents = features.load_definitions(history)
+    services = {fs.name: fs for fs in contents.feature_services}
+    assert demo_spec.features.service in services
+    (request,) = [s for s in contents.data_sources if type(s).__name__ == "RequestSource"]
+    assert sorted(f.name for f in request.schema) == sorted(demo_spec.features.request)
+    (entity,) = [e for e in contents.entities if e.name == demo_spec.entity.name]
+    assert entity.join_key == demo_spec.entity.join_key
+    # The repo's modules are not left importable under their bare names.
+    assert "features" not in sys.modules and "entities" not in sys.modules
+
+
+def test_feature_store_yaml_is_valid_for_the_cli_and_matches_get_store(history):
+    from feast.repo_config import load_repo_config
+
+    repo = history.feature_repo
+    cli = load_repo_config(repo, repo / "feature_store.yaml")
+    assert cli.online_store.type == "sqlite" and cli.registry.registry_type == "file"
+    # On the default settings the CLI and the library point at the same files.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("AIRLOOP_HOME")
+        default = get_settings()
+    assert Path(repo / cli.registry.path).resolve() == Path(default.feast_registry)
+    assert Path(repo / cli.online_store.path).resolve() == Path(default.feast_online_store)
+    assert features.repo_config(default).project == cli.project
+
+
+def test_store_config_embedded_default(history):
+    config = features.get_store(history).config
+    assert config.offline_store.type == "file"
+    assert config.online_store.type == "sqlite" and config.online_store.path == history.feast_online_store
+    assert config.registry.registry_type == "file" and config.registry.path == history.feast_registry
+    # Bounded materialization: latest row per entity, bounded write batches.
+    assert config.materialization_config.pull_latest_features is True
+    assert config.materialization_config.online_write_batch_size == 10_000
+    source = features.get_store(history).get_feature_view("restaurant_stats").batch_source
+    assert source.path == str(features.restaurant_stats_dir(history))
+
+
+def test_store_config_from_service_settings(tmp_path):
+    settings = make_settings(
+        tmp_path,
+        AIRLOOP_FEAST_REGISTRY="postgresql://feast:pw@db:5432/feast",
+        AIRLOOP_FEAST_REDIS="redis:6379,db=1",
+    )
+    config = features.repo_config(settings, write_batch_size=500)
+    assert config.registry.registry_type == "sql"
+    assert config.registry.path == "postgresql+psycopg://feast:pw@db:5432/feast"
+    assert config.online_store.type == "redis" and config.online_store.connection_string == "redis:6379,db=1"
+    assert config.offline_store.type == "file"
+    assert config.materialization_config.online_write_batch_size == 500
+    url = make_settings(tmp_path, AIRLOOP_FEAST_REDIS="redis://:secret@cache:6380/2")
+    assert features.repo_config(url).online_store.connection_string == "cache:6380,db=2,password=secret"
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+
+def test_restaurant_stats_summarize_the_last_7_days(history):
+    day = DAY0 + dt.timedelta(days=10)
+    stats = pd.read_parquet(stats_file(history, day)).set_index("restaurant_id")
+    orders = read_orders(history)
+    order_day = orders["event_timestamp"].dt.date
+    week = orders[(order_day > day - dt.timedelta(days=7)) & (order_day <= day)]
+    expected = week.groupby("restaurant_id").agg(
+        orders_7d=("order_id", "size"),
+        avg_prep_minutes_7d=("prep_minutes", "mean"),
+        late_rate_7d=("was_late", "mean"),
+        avg_distance_km_7d=("distance_km", "mean"),
+        avg_items_7d=("items", "mean"),
+    )
+    expected["orders_1d"] = orders[order_day == day].groupby("restaurant_id").size()
+    expected["orders_1d"] = expected["orders_1d"].fillna(0).astype("int64")
+    assert sorted(stats.index) == sorted(expected.index)
+    pd.testing.assert_frame_equal(
+        stats[expected.columns].sort_index(), expected.sort_index(), check_names=False
+    )
+    # Stamped at the end of the day they summarize.
+    assert (stats["event_timestamp"] == pd.Timestamp(day + dt.timedelta(days=1), tz="UTC")).all()
+
+
+def test_restaurant_stats_recompute_only_what_changed(tmp_path):
+    settings = make_settings(tmp_path)
+    days = [DAY0 + dt.timedelta(days=i) for i in range(12)]
+    write_orders(settings, days[:10])
+    assert len(features.compute_restaurant_stats(settings).written) == 10
+
+    again = features.compute_restaurant_stats(settings)
+    assert (again.written, again.unchanged) == ([], 10)
+
+    write_orders(settings, days[10:])  # two new days
+    assert features.compute_restaurant_stats(settings).written == days[10:]
+
+    write_orders(settings, [days[3]], seed=99)  # a corrected batch: its 7-day windows change
+    assert features.compute_restaurant_stats(settings).written == days[3:10]
+
+    features.orders_dir(settings).joinpath(f"orders_{days[11]:%Y-%m-%d}.parquet").unlink()
+    result = features.compute_restaurant_stats(settings)
+    assert result.removed == [days[11]] and not stats_file(settings, days[11]).exists()
+
+
+def test_restaurant_stats_reject_orders_outside_their_day(tmp_path):
+    settings = make_settings(tmp_path)
+    orders = datagen.generate_orders(DAY0)
+    orders.loc[0, "event_timestamp"] = pd.Timestamp(DAY0 + dt.timedelta(days=1), tz="UTC")
+    features.orders_dir(settings).mkdir(parents=True)
+    orders.to_parquet(features.orders_dir(settings) / f"orders_{DAY0:%Y-%m-%d}.parquet")
+    with pytest.raises(ValueError, match="not placed on 2024-03-01"):
+        features.compute_restaurant_stats(settings)
+
+
+# --- apply --------------------------------------------------------------------------------
+
+
+def test_apply_only_when_definitions_change(tmp_path):
+    settings = make_settings(tmp_path / "airloop")
+    assert features.apply(settings) is True
+    assert features.apply(settings) is False
+    features.materialize(midnight(DAY0), settings)  # materialization is not a definition change
+    assert features.apply(settings) is False
+    moved = make_settings(tmp_path / "airloop", AIRLOOP_OFFLINE_DIR=str(tmp_path / "elsewhere"))
+    assert features.apply(moved) is True  # the FileSource path changed
+    assert features.apply(moved) is False
+
+
+# --- training sets ------------------------------------------------------------------------
+
+
+def write_stats(settings: Settings, rows: list[dict]) -> None:
+    frame = pd.DataFrame(rows)
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    out = features.restaurant_stats_dir(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    for stamp, group in frame.groupby("event_timestamp"):
+        day = (stamp - pd.Timedelta(days=1)).date()
+        group.to_parquet(out / f"restaurant_stats_{day:%Y-%m-%d}.parquet", index=False)
+
+
+def stats_row(restaurant_id: int, stamp: dt.datetime, prep: float) -> dict:
+    return {
+        "restaurant_id": restaurant_id,
+        "event_timestamp": stamp,
+        "orders_1d": int(prep),
+        "orders_7d": 7 * int(prep),
+        "avg_prep_minutes_7d": prep,
+        "late_rate_7d": 0.25,
+        "avg_distance_km_7d": 2.0,
+        "avg_items_7d": 2.0,
+    }
+
+
+def test_training_set_is_point_in_time_correct(tmp_path, demo_spec):
+    settings = make_settings(tmp_path / "airloop")
+    t1, t2 = midnight(DAY0 + dt.timedelta(days=1)), midnight(DAY0 + dt.timedelta(days=2))
+    write_stats(settings, [stats_row(7, t1, 10.0), stats_row(7, t2, 20.0)])
+    features.apply(settings)
+    second = dt.timedelta(seconds=1)
+    ttl = dt.timedelta(days=7)
+    cases = [  # (restaurant, order time, expected avg_prep_minutes_7d)
+        (7, t1 - second, None),  # before any statistics
+        (7, t2 - second, 10.0),  # the value stamped at t2 is in this order's future
+        (7, t2, 20.0),  # stamped when the day ended: visible from then on
+        (7, t2 + ttl - second, 20.0),  # still within the TTL
+        (7, t2 + ttl + second, None),  # older than the TTL: not used
+        (8, t2, None),  # unknown restaurant
+    ]
+    entity_df = pd.DataFrame(
+        {
+            "restaurant_id": [c[0] for c in cases],
+            "event_timestamp": [c[1] for c in cases],
+            "distance_km": 3.0,
+            "items": 4,
+            "order_hour": 12,
+            "was_late": range(len(cases)),
+        }
+    )
+    frame = features.build_training_set(demo_spec, entity_df, settings=settings)
+
+    assert list(frame["was_late"]) == list(range(len(cases)))  # input order kept
+    assert list(frame.columns[: len(entity_df.columns)]) == list(entity_df.columns)
+    names = features.feature_names(demo_spec, settings=settings)
+    assert list(frame.columns[len(entity_df.columns):]) == names
+    got = [None if pd.isna(v) else v for v in frame["avg_prep_minutes_7d"]]
+    assert got == [c[2] for c in cases]
+    # On-demand features combine the joined statistics with the request fields.
+    expected_prep = [None if c[2] is None else c[2] * 4 / 2.0 for c in cases]
+    assert [None if pd.isna(v) else v for v in frame["expected_prep_minutes"]] == expected_prep
+    assert set(frame["is_peak_hour"]) == {1}
+
+
+def test_training_rows_never_see_statistics_of_their_own_day(history, demo_spec):
+    day = DAY0 + dt.timedelta(days=12)
+    orders = pd.read_parquet(features.orders_dir(history) / f"orders_{day:%Y-%m-%d}.parquet")
+    entity_df = features.entity_df_from_orders(demo_spec, orders)
+    frame = features.build_training_set(demo_spec, entity_df, settings=history)
+    assert len(frame) == len(orders)
+    assert (frame["order_hour"] == orders["event_timestamp"].dt.hour.to_numpy()).all()
+    # Every order gets the statistics of the day before: its own day has not ended yet.
+    previous = pd.read_parquet(stats_file(history, day - dt.timedelta(days=1))).set_index("restaurant_id")
+    expected = previous["orders_1d"].reindex(frame["restaurant_id"]).to_numpy()
+    assert (frame["orders_1d"].to_numpy() == expected).all()
+
+
+# --- materialization and serving ----------------------------------------------------------
+
+
+def check_materialize_and_serve(settings: Settings, spec, days_per_chunk: int) -> None:
+    """The online path on any backend: backlog in chunks, idempotent reruns, latest values."""
+    first_end = midnight(DAY0 + dt.timedelta(days=1))
+    first = features.materialize(first_end, settings)
+    assert [c.rows for c in first.chunks if c.rows] == [len(pd.read_parquet(stats_file(settings, DAY0)))]
+
+    # A 30-day backlog, in chunks of whole days holding at most max_rows source rows.
+    end = midnight(DAY0 + dt.timedelta(days=HISTORY_DAYS))
+    days = [DAY0 + dt.timedelta(days=i) for i in range(1, HISTORY_DAYS)]
+    day_rows = {d: pd.read_parquet(stats_file(settings, d))["restaurant_id"] for d in days}
+    max_rows = max(len(r) for r in day_rows.values()) * days_per_chunk
+    backlog = features.materialize(end, settings, max_rows_per_chunk=max_rows)
+    assert len(backlog.chunks) >= len(days) // days_per_chunk
+    assert backlog.chunks[0].start == first_end and backlog.chunks[-1].end == end
+    for c in backlog.chunks:
+        in_chunk = [d for d in days if c.start < midnight(d + dt.timedelta(days=1)) <= c.end]
+        assert sum(len(day_rows[d]) for d in in_chunk) <= max_rows
+        assert c.rows == pd.concat([day_rows[d] for d in in_chunk]).nunique()  # entities written
+    assert backlog.rows_per_second > 0
+
+    latest = pd.read_parquet(stats_file(settings, days[-1]))
+    store = features.get_store(settings)
+    rows = [request_row(int(r)) for r in latest["restaurant_id"]]
+    served = features.get_online_features(spec, rows, store=store)
+    assert [list(r) for r in served[:1]] == [features.feature_names(spec, store=store)]
+    for got, expected in zip(served, latest.to_dict("records")):
+        for name in ("orders_1d", "orders_7d", "avg_prep_minutes_7d", "late_rate_7d"):
+            assert got[name] == pytest.approx(expected[name]), name
+        assert got["expected_prep_minutes"] == pytest.approx(
+            expected["avg_prep_minutes_7d"] * 3 / expected["avg_items_7d"]
+        )
+
+    # Nothing new: nothing to do. Redoing the last days writes the same values again.
+    assert features.materialize(end, settings).chunks == []
+    redo_from = midnight(days[-5])  # inclusive: redoes the statistics stamped then too
+    redo = features.materialize(end, settings, start=redo_from, max_rows_per_chunk=None, store=store)
+    assert redo.chunks[0].start < redo_from < redo.chunks[0].end and redo.chunks[-1].end == end
+    assert all(c.rows for c in redo.chunks)
+    assert features.get_online_features(spec, rows, store=store) == served
+
+    # Unknown entity: None for stored and derived features, no error; rows keep their order.
+    unknown, known = features.get_online_features(spec, [request_row(999_999, hour=19), rows[0]], store=store)
+    assert unknown["orders_7d"] is None and unknown["expected_prep_minutes"] is None
+    assert unknown["is_peak_hour"] == 1  # from the request alone
+    assert known == served[0]
+
+
+def test_materialize_and_serve_embedded(history, demo_spec):
+    check_materialize_and_serve(history, demo_spec, days_per_chunk=1)
+
+
+# --- the same on Redis and a Postgres SQL registry -----------------------------------------
+
+
+@pytest.fixture
+def services(history, tmp_path):
+    """Redis db 15 (flushed) and a throw-away Postgres database for the registry."""
+    psycopg = pytest.importorskip("psycopg")
+    redis = pytest.importorskip("redis")
+    database = f"airloop_test_{uuid.uuid4().hex[:12]}"
+    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
+    client.flushdb()
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    try:
+        yield make_settings(
+            tmp_path / "airloop",
+            AIRLOOP_OFFLINE_DIR=str(history.offline_dir),  # the same parquet offline source
+            AIRLOOP_FEAST_REGISTRY=f"postgresql://postgres@127.0.0.1:5432/{database}",
+            AIRLOOP_FEAST_REDIS=f"127.0.0.1:6379,db={REDIS_DB}",
+        )
+    finally:
+        client.flushdb()
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+@pytest.mark.services
+def test_redis_and_sql_registry(services, demo_spec):
+    config = features.get_store(services).config
+    assert (config.online_store.type, config.registry.registry_type) == ("redis", "sql")
+    assert features.apply(services) is True
+    assert features.apply(services) is False
+    check_materialize_and_serve(services, demo_spec, days_per_chunk=7)
+    assert features.apply(services) is False
+
+    day = DAY0 + dt.timedelta(days=20)
+    orders = pd.read_parquet(features.orders_dir(services) / f"orders_{day:%Y-%m-%d}.parquet").head(200)
+    entity_df = features.entity_df_from_orders(demo_spec, orders)
+    frame = features.build_training_set(demo_spec, entity_df, settings=services)
+    previous = pd.read_parquet(stats_file(services, day - dt.timedelta(days=1))).set_index("restaurant_id")
+    expected = previous["orders_7d"].reindex(frame["restaurant_id"]).to_numpy()
+    assert (frame["orders_7d"].to_numpy() == expected).all()

@@ -1,0 +1,610 @@
+"""The prediction service for real: a BentoML server started with ``bentoml serve`` on a real
+Feast store and a real MLflow registry in a temporary AIRLOOP_HOME, plus the serving library
+(schemas, model input by name, the prediction log on SQLite and Postgres) in-process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from airloop import serve
+from airloop.settings import Settings, ensure_dirs, get_settings
+from airloop.testing import BentoServer, free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVICE = "airloop.bento_service:PredictionService"
+PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+DAYS = 10
+ORDERS_PER_DAY = 600
+UNKNOWN = 999_999
+
+
+def row(restaurant_id: int, distance_km: float = 3.2, items: int = 2, order_hour: int = 19) -> dict:
+    return {"restaurant_id": restaurant_id, "distance_km": distance_km, "items": items, "order_hour": order_hour}
+
+
+def scored(request_id: str, entity: int = 1001, prediction: float = 0.25, minutes_ago: float = 0.0) -> serve.Scored:
+    return serve.Scored(
+        request_id=request_id,
+        model="late_delivery",
+        model_version="1",
+        entity=entity,
+        features={"distance_km": 3.2, "items": 2, "order_hour": 19, "orders_7d": None},
+        prediction=prediction,
+        missing_features=["orders_7d"],
+        predicted_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=minutes_ago),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri(monkeypatch):
+    """mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, which get_settings() would follow."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+# --- the library, in-process ----------------------------------------------------------------
+
+
+def test_importing_serve_imports_no_heavy_library():
+    code = (
+        "import sys, airloop.serve, airloop.package; "
+        "print(sorted({'mlflow', 'feast', 'pandas', 'sqlalchemy', 'bentoml', 'sklearn'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_request_schema_comes_from_the_spec(demo_spec):
+    from pydantic import ValidationError
+
+    Request = serve.request_model(demo_spec)
+    assert list(Request.model_fields) == ["restaurant_id", "distance_km", "items", "order_hour"]
+    assert Request.model_validate_json(json.dumps(row(1001, distance_km=3))).distance_km == 3.0
+    bad = {
+        "restaurant_id": "1001",  # strict: a string is not an integer
+        "distance_km": 61.0,  # validation range [0, 60]
+        "items": 2.0,  # strict: not an integer
+        "order_hour": 24,  # derived field range [0, 23]
+        "zone": "north",  # unknown field
+    }
+    with pytest.raises(ValidationError) as err:
+        Request.model_validate_json(json.dumps(bad))
+    assert {e["loc"][0] for e in err.value.errors()} == set(bad)
+
+    Batch = serve.batch_request_model(demo_spec, max_rows=3)
+    assert len(Batch.model_validate({"rows": [row(1)] * 3}).rows) == 3
+    for rows in ([], [row(1)] * 4):
+        with pytest.raises(ValidationError):
+            Batch.model_validate({"rows": rows})
+
+
+def test_model_input_is_built_by_name():
+    inputs = ("b", "a", "c")
+    frame = serve.model_frame(inputs, [{"a": 1, "b": 2, "c": None}, {"c": 3, "a": 4, "b": 5}])
+    assert list(frame.columns) == list(inputs)
+    assert frame.to_numpy().tolist()[1] == [5.0, 4.0, 3.0]
+    assert frame.to_numpy().tolist()[0][:2] == [2.0, 1.0] and frame["c"].isna().tolist() == [True, False]
+
+
+def test_a_model_needing_unserved_inputs_is_refused(demo_spec):
+    model = serve.LoadedModel("late_delivery", "7", "run", None, ("distance_km", "bogus"), dt.datetime.now())
+    with pytest.raises(serve.ModelNotServable, match="v7 needs inputs .* bogus"):
+        serve.check_servable(demo_spec, model, {"distance_km", "items"})
+    serve.check_servable(demo_spec, model, {"distance_km", "bogus"})
+
+
+def test_serve_config_from_env(monkeypatch):
+    monkeypatch.setenv("AIRLOOP_SERVE_POLL_SECONDS", "0.25")
+    monkeypatch.setenv("AIRLOOP_SERVE_MAX_BATCH_ROWS", "50")
+    config = serve.serve_config()
+    assert (config.poll_seconds, config.max_batch_rows, config.max_body_bytes) == (0.25, 50, 1_048_576)
+    monkeypatch.setenv("AIRLOOP_SERVE_MAX_BATCH_ROWS", "lots")
+    with pytest.raises(serve.ServeConfigError, match="AIRLOOP_SERVE_MAX_BATCH_ROWS='lots'"):
+        serve.serve_config()
+    monkeypatch.setenv("AIRLOOP_SERVE_MAX_BATCH_ROWS", "0")
+    with pytest.raises(serve.ServeConfigError, match="must be positive"):
+        serve.serve_config()
+
+
+def check_prediction_log(settings: Settings, url: str, demo_spec) -> None:
+    """Append, flush, label, filter and read back on any SQL store."""
+    log = serve.PredictionLog(url, settings=settings, flush_seconds=30)
+    try:
+        log.append([scored("old", minutes_ago=90), scored("a", 1002, 0.5), scored("b", UNKNOWN, 0.75)])
+        assert log.pending == 3  # queued, not yet written (flush interval 30 s)
+        log.flush()
+        assert (log.pending, log.written) == (0, 3)
+        log.append([scored("a", 1002, 0.99)])  # a duplicate request id never doubles a row
+        log.attach_label("a", 1)  # flushes first
+        with pytest.raises(serve.UnknownRequestId):
+            log.attach_label("nope", 0)
+    finally:
+        log.close()
+
+    frame = serve.read_predictions(model=demo_spec, settings=settings, url=url)
+    assert list(frame["request_id"]) == ["old", "a", "b"]  # oldest first
+    assert list(frame.columns[:9]) == [
+        "request_id", "timestamp", "model", "model_version", "restaurant_id", "prediction",
+        "features_missing", "label", "labeled_at",
+    ]
+    assert str(frame["timestamp"].dt.tz) == "UTC" and frame["restaurant_id"].dtype == "int64"
+    a = frame.set_index("request_id").loc["a"]
+    assert (a["prediction"], a["label"], a["restaurant_id"], a["distance_km"]) == (0.5, 1.0, 1002, 3.2)
+    assert a["labeled_at"] >= a["timestamp"]
+    assert frame.set_index("request_id").loc["b", "orders_7d"] != frame.set_index("request_id").loc["b", "orders_7d"]
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)
+    assert list(serve.read_predictions(since=since, model="late_delivery", settings=settings, url=url)["request_id"]) == ["a", "b"]
+    assert list(serve.read_predictions(until=since, settings=settings, url=url, expand_features=False)["request_id"]) == ["old"]
+    assert serve.read_predictions(model="other_model", settings=settings, url=url).empty
+
+
+def test_prediction_log_on_sqlite(settings, demo_spec):
+    check_prediction_log(settings, settings.prediction_store, demo_spec)
+    assert Path(settings.prediction_store.removeprefix("sqlite:///")).parent == settings.home / "predictions"
+
+
+def test_prediction_log_spills_to_disk_when_the_store_fails(settings, monkeypatch, demo_spec):
+    log = serve.PredictionLog(settings=settings, flush_seconds=30)
+
+    def broken(rows):
+        raise ConnectionError("store went away")
+
+    monkeypatch.setattr(log, "_write", broken)
+    log.append([scored(f"r{i}") for i in range(5)])
+    log.close()  # clean shutdown with the store down: the rows go to a spill file
+    spilled = list(log.spill_dir.glob("predictions-*.jsonl"))
+    assert len(spilled) == 1 and len(spilled[0].read_text().splitlines()) == 5
+    assert log.last_error == "ConnectionError: store went away"
+
+    serve.PredictionLog(settings=settings).close()  # the next start loads the spill files
+    assert sorted(serve.read_predictions(settings=settings, model=demo_spec)["request_id"]) == [f"r{i}" for i in range(5)]
+    assert not list(log.spill_dir.glob("*"))
+
+
+def test_unreachable_prediction_store_is_a_clear_error(settings):
+    url = f"postgresql://postgres:secret@127.0.0.1:{free_port()}/airloop_predictions"
+    with pytest.raises(serve.PredictionStoreError) as err:
+        serve.PredictionLog(url, settings=settings, connect_timeout=2)
+    message = str(err.value)
+    assert "prediction store postgresql://postgres:***@127.0.0.1:" in message and "is not usable" in message
+    assert "secret" not in message
+
+
+def test_watcher_without_a_champion_is_not_ready(settings, demo_spec):
+    watcher = serve.ChampionWatcher(demo_spec, settings, poll_seconds=60)
+    assert watcher.try_refresh() is False
+    with pytest.raises(serve.NotReady, match="no servable @champion model for 'late_delivery' yet.*no @champion alias"):
+        watcher.get()
+    assert watcher.status()["model_version"] is None
+
+
+@pytest.fixture
+def pg_database():
+    """A throw-away Postgres database; yields its SQLAlchemy URL."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"airloop_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.services
+def test_prediction_log_on_postgres(settings, pg_database, demo_spec):
+    check_prediction_log(settings, pg_database, demo_spec)
+
+
+# --- a real server ----------------------------------------------------------------------------
+
+
+@dataclass
+class Demo:
+    """A trained, served setup: features online, v1 is @champion, v2 registered without alias."""
+
+    settings: Settings
+    spec: object
+    store: object
+    champion: str
+    challenger: str
+    restaurants: list[int]
+    models: dict = field(default_factory=dict)
+
+    def model(self, version: str):
+        import mlflow.sklearn
+
+        if version not in self.models:
+            self.models[version] = mlflow.sklearn.load_model(f"models:/{self.spec.name}/{version}")
+        return self.models[version]
+
+    def expected(self, version: str, rows: list[dict]) -> list[float]:
+        """What the model predicts, loaded straight from MLflow, on the same online features."""
+        import pandas as pd
+
+        from airloop import features
+
+        model = self.model(version)
+        looked_up = features.get_online_features(self.spec, rows, store=self.store)
+        records = [{**{k: r[k] for k in self.spec.features.request}, **f} for r, f in zip(rows, looked_up)]
+        frame = pd.DataFrame.from_records(records)[list(model.feature_names_in_)].astype("float64")
+        return list(model.predict_proba(frame)[:, 1])
+
+
+def prepare_demo(home: Path, spec) -> Demo:
+    """Orders -> statistics -> Feast (applied, materialized) -> training set -> v1 champion, v2."""
+    import pandas as pd
+
+    from airloop import datagen, features, train
+
+    settings = ensure_dirs(get_settings())
+    assert settings.home == home
+    today = dt.datetime.now(dt.timezone.utc).date()
+    out = features.orders_dir(settings)
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(DAYS, 0, -1):
+        day = today - dt.timedelta(days=i)
+        datagen.generate_orders(day, orders_per_day=ORDERS_PER_DAY).to_parquet(out / f"orders_{day:%Y-%m-%d}.parquet")
+    features.compute_restaurant_stats(settings)
+    features.apply(settings)
+    features.materialize(dt.datetime.now(dt.timezone.utc), settings)
+
+    orders = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("*.parquet")))
+    training = features.build_training_set(spec, features.entity_df_from_orders(spec, orders), settings=settings)
+    fit_on, holdout = train.time_split(training, "event_timestamp", spec.split.holdout_days)
+    columns = train.feature_columns(spec, training)
+    versions = []
+    for params in (None, {"max_iter": 25, "learning_rate": 0.2}):
+        trained = spec if params is None else spec.model_copy(
+            update={"estimator": spec.estimator.model_copy(update={"params": params})}
+        )
+        model = train.fit(trained, fit_on, columns)
+        metrics = train.evaluate(spec, model, holdout[columns], holdout[spec.target])
+        _, version = train.log_training_run(
+            spec, model, fit_on, holdout, columns, metrics, train.Lineage(trigger_reason="test"), settings
+        )
+        if params is None:
+            assert train.gate(spec, version, holdout, metrics, actor="test", settings=settings).promoted
+        versions.append(version)
+    assert train.champion_version(spec, settings) == versions[0]
+    store = features.get_store(settings)
+    return Demo(settings, spec, store, versions[0], versions[1], sorted(orders["restaurant_id"].unique().tolist()))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, demo_spec):
+    home = tmp_path_factory.mktemp("serve") / "airloop"
+    # The feature repo reads the settings from the environment when it is applied.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRLOOP_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri() exports it
+        yield prepare_demo(home, demo_spec)
+
+
+@pytest.fixture(scope="module")
+def server(demo):
+    srv = BentoServer(demo.settings, demo.settings.home / "server.log", AIRLOOP_SERVE_POLL_SECONDS="0.5")
+    try:
+        yield srv.start().wait_ready()
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def issued() -> list[str]:
+    """Request ids of every prediction the module's server answered."""
+    return []
+
+
+def post(server: BentoServer, path: str, payload=None, *, data: bytes | None = None, headers=None):
+    import requests
+
+    return requests.post(f"{server.url}{path}", json=payload, data=data, headers=headers, timeout=30)
+
+
+@pytest.mark.slow
+def test_predictions_match_the_champion_loaded_directly(server, demo, issued):
+    import bentoml
+
+    rows = [row(r, distance_km=1.0 + (r % 9), items=1 + r % 4, order_hour=r % 24) for r in demo.restaurants[:12]]
+    with bentoml.SyncHTTPClient(server.url) as client:
+        answers = [client.predict(**r) for r in rows[:6]]
+    answers = [a if isinstance(a, dict) else a.model_dump() for a in answers]
+    answers += [post(server, "/predict", r).json() for r in rows[6:]]  # plain HTTP too
+
+    assert {a["model_version"] for a in answers} == {demo.champion}
+    assert all(a["model"] == "late_delivery" and not a["features_missing"] for a in answers)
+    assert [a["prediction"] for a in answers] == pytest.approx(demo.expected(demo.champion, rows), abs=1e-12)
+    assert len({a["request_id"] for a in answers}) == len(rows)
+    issued.extend(a["request_id"] for a in answers)
+
+
+@pytest.mark.slow
+def test_batch_endpoint_answers_in_row_order(server, demo, issued):
+    rows = [row(r, order_hour=h) for r in demo.restaurants[:40] for h in (3, 12)] + [row(UNKNOWN)]
+    resp = post(server, "/predict_batch", {"rows": rows})
+    assert resp.status_code == 200, resp.text
+    answers = resp.json()["predictions"]
+    assert len(answers) == len(rows) and len({a["request_id"] for a in answers}) == len(rows)
+    version = answers[0]["model_version"]
+    assert {a["model_version"] for a in answers} == {version}
+    assert [a["prediction"] for a in answers] == pytest.approx(demo.expected(version, rows), abs=1e-12)
+    assert [a["features_missing"] for a in answers] == [False] * (len(rows) - 1) + [True]
+    issued.extend(a["request_id"] for a in answers)
+
+
+@pytest.mark.slow
+def test_unknown_entity_is_predicted_with_missing_features_flagged(server, demo, issued):
+    resp = post(server, "/predict", row(UNKNOWN))
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    issued.append(answer["request_id"])
+    assert answer["features_missing"] is True
+    stats = ["orders_1d", "orders_7d", "avg_prep_minutes_7d", "late_rate_7d", "avg_distance_km_7d", "avg_items_7d"]
+    assert set(stats) <= set(answer["missing_features"])
+    assert "distance_km" not in answer["missing_features"] and "is_peak_hour" not in answer["missing_features"]
+    assert 0.0 <= answer["prediction"] <= 1.0
+    assert answer["prediction"] == pytest.approx(demo.expected(answer["model_version"], [row(UNKNOWN)])[0], abs=1e-12)
+
+
+BIG_BATCH = json.dumps({"rows": [row(1001)] * 20_000}).encode()  # ~1.5 MB, over the 1 MiB cap
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("path", "body", "headers", "status", "says"),
+    [
+        ("/predict", b'{"restaurant_id": 1001, "distance_km": ', None, 400, "Invalid JSON"),
+        ("/predict", b"", None, 400, "Field required"),
+        ("/predict", b"[1, 2]", None, 400, "Input should be an object"),
+        ("/predict", json.dumps({**row(1001), "restaurant_id": "1001"}).encode(), None, 400, "valid integer"),
+        ("/predict", json.dumps({**row(1001), "distance_km": "far"}).encode(), None, 400, "valid number"),
+        ("/predict", json.dumps({**row(1001), "items": 2.5}).encode(), None, 400, "valid integer"),
+        ("/predict", json.dumps({"restaurant_id": 1001, "items": 2}).encode(), None, 400, "Field required"),
+        ("/predict", json.dumps({**row(1001), "distance_km": -1}).encode(), None, 400, "greater than or equal to 0"),
+        ("/predict", json.dumps({**row(1001), "order_hour": 24}).encode(), None, 400, "less than or equal to 23"),
+        ("/predict", json.dumps({**row(1001), "restaurant_id": 2**64}).encode(), None, 400, "less than or equal"),
+        ("/predict", json.dumps({**row(1001), "zone": "x"}).encode(), None, 400, "Extra inputs are not permitted"),
+        ("/predict", json.dumps(row(1001)).encode(), {"Content-Type": "text/csv"}, 415, "send application/json"),
+        ("/predict", json.dumps(row(1001)).encode(), {"Content-Type": "multipart/form-data"}, 415, "application/json"),
+        ("/predict_batch", json.dumps({"rows": []}).encode(), None, 400, "at least 1 item"),
+        ("/predict_batch", json.dumps({"rows": [row(1001)] * 1001}).encode(), None, 400, "at most 1000 items"),
+        ("/predict_batch", json.dumps({"rows": [row(1001), {**row(1002), "items": 0}]}).encode(), None, 400, "rows"),
+        ("/predict_batch", BIG_BATCH, None, 413, "request body too large"),
+        ("/predict_batch", iter([BIG_BATCH[i : i + 65536] for i in range(0, len(BIG_BATCH), 65536)]), None, 413,
+         "request body too large"),  # chunked, no Content-Length
+        ("/feedback", json.dumps({"request_id": "no-such-id", "label": 1}).encode(), None, 404, "no prediction"),
+        ("/feedback", json.dumps({"request_id": "x y", "label": 1}).encode(), None, 400, "request_id"),
+        ("/feedback", json.dumps({"request_id": "abc"}).encode(), None, 400, "Field required"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and v.startswith("/") else None,
+)
+def test_bad_requests_get_a_clear_4xx(server, path, body, headers, status, says):
+    import requests
+
+    resp = requests.post(
+        f"{server.url}{path}", data=body, headers={"Content-Type": "application/json", **(headers or {})}, timeout=30
+    )
+    assert resp.status_code == status, resp.text
+    assert says in resp.text
+    assert "error" in resp.json()
+
+
+@pytest.mark.slow
+def test_bad_request_through_the_bentoml_client(server):
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    with bentoml.SyncHTTPClient(server.url) as client:
+        with pytest.raises(BentoMLException) as err:
+            client.predict(restaurant_id=1001, distance_km=3.0, items=2, order_hour=99)
+    assert err.value.error_code == 400 and "order_hour" in str(err.value)
+
+
+@pytest.mark.slow
+def test_bentoml_endpoints_stay_available(server, demo):
+    import requests
+
+    for path in ("/healthz", "/livez", "/readyz"):
+        assert requests.get(f"{server.url}{path}", timeout=10).status_code == 200, path
+    metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+    assert 'endpoint="/predict"' in metrics and "bentoml_service_request" in metrics
+    status = post(server, "/status").json()
+    assert status["model"] == "late_delivery" and status["last_error"] is None
+    assert status["prediction_log"]["failures"] == 0
+
+
+@pytest.mark.slow
+def test_prediction_log_rows_match_requests_one_for_one(server, demo, issued):
+    rows = [row(r, items=1 + i % 5) for i, r in enumerate(demo.restaurants[:15])] + [row(UNKNOWN)]
+    answers = [post(server, "/predict", r).json() for r in rows]
+    answers += post(server, "/predict_batch", {"rows": rows}).json()["predictions"]
+    issued.extend(a["request_id"] for a in answers)
+    wanted = {a["request_id"]: (r, a) for r, a in zip(rows + rows, answers)}
+
+    deadline = time.monotonic() + 20
+    while True:
+        logged = serve.read_predictions(model=demo.spec, settings=demo.settings)
+        logged = logged[logged["request_id"].isin(wanted)]
+        if len(logged) == len(wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert sorted(logged["request_id"]) == sorted(wanted)  # each request exactly once
+    for rec in logged.to_dict("records"):
+        sent, answer = wanted[rec["request_id"]]
+        assert rec["restaurant_id"] == sent["restaurant_id"]
+        assert rec["prediction"] == answer["prediction"] and rec["model_version"] == answer["model_version"]
+        assert rec["features_missing"] == answer["features_missing"]
+        assert (rec["distance_km"], rec["items"], rec["order_hour"]) == (
+            sent["distance_km"], sent["items"], sent["order_hour"],
+        )
+        assert rec["timestamp"] > dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=10)
+    # The features logged are the features the model used: predicting from them again agrees.
+    model = demo.model(logged["model_version"].iloc[0])
+    columns = list(model.feature_names_in_)
+    same = logged[logged["model_version"] == logged["model_version"].iloc[0]]
+    assert list(model.predict_proba(same[columns])[:, 1]) == pytest.approx(list(same["prediction"]), abs=1e-12)
+
+
+@pytest.mark.slow
+def test_feedback_attaches_the_true_label(server, demo, issued):
+    first, second = (post(server, "/predict", row(r)).json() for r in demo.restaurants[:2])
+    issued.extend([first["request_id"], second["request_id"]])
+    resp = post(server, "/feedback", {"request_id": first["request_id"], "label": 1})  # right away
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["request_id"] == first["request_id"] and resp.json()["label"] == 1.0
+    assert post(server, "/feedback", {"request_id": second["request_id"], "label": 0.5}).status_code == 400
+    assert post(server, "/feedback", {"request_id": second["request_id"], "label": 0}).status_code == 200
+
+    logged = serve.read_predictions(model=demo.spec, settings=demo.settings).set_index("request_id")
+    assert logged.loc[first["request_id"], "label"] == 1.0
+    assert logged.loc[second["request_id"], "label"] == 0.0
+    assert logged.loc[first["request_id"], "labeled_at"] >= logged.loc[first["request_id"], "timestamp"]
+
+
+@pytest.mark.slow
+def test_model_swap_under_continuous_requests(server, demo, issued):
+    import requests
+
+    from airloop import train
+
+    stop = threading.Event()
+    results: list[list[tuple]] = [[], []]
+    failures: list[str] = []
+
+    def client(out: list, restaurant: int) -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                try:
+                    resp = session.post(f"{server.url}/predict", json=row(restaurant), timeout=30)
+                except requests.RequestException as exc:
+                    failures.append(repr(exc))
+                    continue
+                if resp.status_code != 200:
+                    failures.append(f"{resp.status_code} {resp.text}")
+                    continue
+                answer = resp.json()
+                out.append((answer["model_version"], answer["request_id"], answer["prediction"]))
+
+    threads = [threading.Thread(target=client, args=(results[i], demo.restaurants[i])) for i in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.5)
+        train.mlflow_client(demo.settings).set_registered_model_alias(demo.spec.name, "champion", demo.challenger)
+        deadline = time.monotonic() + 60
+        while not any(v == demo.challenger for out in results for v, *_ in out[-5:]):
+            assert time.monotonic() < deadline, "the new champion never showed up in answers"
+            assert not failures, failures[:3]
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    for out in results:
+        issued.extend(rid for _, rid, _ in out)
+
+    assert failures == []
+    for i, out in enumerate(results):
+        versions = [v for v, *_ in out]
+        assert versions[0] == demo.champion and versions[-1] == demo.challenger
+        switched = versions.index(demo.challenger)
+        assert set(versions[switched:]) == {demo.challenger}  # never back to the old model
+        predictions = {v: p for v, _, p in out}
+        expected = {v: demo.expected(v, [row(demo.restaurants[i])])[0] for v in predictions}
+        assert predictions == pytest.approx(expected, abs=1e-12)
+    assert post(server, "/status").json()["model_version"] == demo.challenger
+
+
+@pytest.mark.slow
+def test_a_champion_the_service_cannot_serve_is_refused(server, demo, issued):
+    """@champion moved to a model needing an input nobody provides: keep serving the old one."""
+    import mlflow
+    import pandas as pd
+    import skops.io
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from airloop import train
+
+    client = train.mlflow_client(demo.settings)
+    before = post(server, "/status").json()["model_version"]
+    frame = pd.DataFrame({"distance_km": [1.0, 2.0, 3.0, 4.0] * 10, "bogus": [0.0, 1.0] * 20})
+    model = HistGradientBoostingClassifier(max_iter=5).fit(frame, [0, 1, 0, 1] * 10)
+    experiment = client.get_experiment_by_name(demo.spec.name)  # its artifacts stay under AIRLOOP_HOME
+    with mlflow.start_run(experiment_id=experiment.experiment_id):
+        info = mlflow.sklearn.log_model(
+            model, name="model", registered_model_name=demo.spec.name,
+            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+        )
+    bad = str(info.registered_model_version)
+    client.set_registered_model_alias(demo.spec.name, "champion", bad)
+    try:
+        deadline = time.monotonic() + 60
+        while not (status := post(server, "/status").json())["last_error"]:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.3)
+        assert f"v{bad} refused" in status["last_error"] and "bogus" in status["last_error"]
+        answer = post(server, "/predict", row(demo.restaurants[0])).json()
+        issued.append(answer["request_id"])
+        assert answer["model_version"] == before == status["model_version"]
+    finally:
+        client.set_registered_model_alias(demo.spec.name, "champion", before)
+
+
+@pytest.mark.slow
+def test_clean_shutdown_writes_every_prediction(server, demo, issued):
+    answers = [post(server, "/predict", row(r)).json() for r in demo.restaurants[:10]]
+    answers += post(server, "/predict_batch", {"rows": [row(r) for r in demo.restaurants[:30]]}).json()["predictions"]
+    issued.extend(a["request_id"] for a in answers)
+
+    assert server.stop() == 0
+    assert "prediction log closed" in server.logs()
+    logged = serve.read_predictions(model=demo.spec, settings=demo.settings)
+    assert len(logged) == len(issued) and set(logged["request_id"]) == set(issued)
+
+
+@pytest.mark.slow
+@pytest.mark.services
+def test_server_logs_to_postgres_and_flushes_on_shutdown(demo, pg_database, tmp_path):
+    srv = BentoServer(
+        demo.settings, tmp_path / "pg-server.log",
+        AIRLOOP_PREDICTION_STORE=pg_database,
+        AIRLOOP_PREDICTION_LOG_FLUSH_SECONDS="3600",  # nothing is written before shutdown but by feedback
+    )
+    try:
+        srv.start().wait_ready()
+        first = [post(srv, "/predict", row(r)).json() for r in demo.restaurants[:5]]
+        assert post(srv, "/feedback", {"request_id": first[0]["request_id"], "label": 1}).status_code == 200
+        later = post(srv, "/predict_batch", {"rows": [row(r) for r in demo.restaurants[:20]]}).json()["predictions"]
+        assert post(srv, "/status").json()["prediction_log"]["pending"] == 20
+        assert srv.stop() == 0
+    finally:
+        srv.stop()
+    logged = serve.read_predictions(model=demo.spec, settings=demo.settings, url=pg_database)
+    assert sorted(logged["request_id"]) == sorted(a["request_id"] for a in first + later)
+    assert logged.set_index("request_id").loc[first[0]["request_id"], "label"] == 1.0
+
+
+@pytest.mark.slow
+def test_server_refuses_to_start_without_its_prediction_store(demo, tmp_path):
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/airloop_predictions"
+    srv = BentoServer(demo.settings, tmp_path / "down.log", AIRLOOP_PREDICTION_STORE=url).start()
+    try:
+        code = srv.proc.wait(timeout=120)
+    finally:
+        srv.stop()
+    assert code != 0
+    logs = srv.logs()
+    assert f"prediction store {url} is not usable" in logs
+    assert "Service airloop initialized" not in logs

@@ -1,0 +1,196 @@
+"""Train, register and gate with real MLflow (embedded SQLite, and a server on Postgres)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from airloop import datagen
+
+pytestmark = pytest.mark.slow
+DAYS = [dt.date(2026, 9, 1) + dt.timedelta(days=i) for i in range(12)]
+
+
+def _variant(spec, **params):
+    return spec.model_copy(update={"estimator": spec.estimator.model_copy(update={"params": params})})
+
+
+@pytest.fixture(scope="module")
+def data_home(tmp_path_factory):
+    """A home with 12 ingested days and applied features, shared by the module."""
+    home = tmp_path_factory.mktemp("train") / "airloop"
+    saved = os.environ.get("AIRLOOP_HOME")
+    os.environ["AIRLOOP_HOME"] = str(home)
+    from airloop import features, ingest
+    from airloop.settings import ensure_dirs
+    from airloop.spec import get_spec
+
+    settings = ensure_dirs()
+    spec = get_spec("late_delivery")
+    for day in DAYS:
+        ingest.ingest_batch(spec, datagen.write_batch(settings.landing_dir / "orders", day))
+    features.compute_restaurant_stats(settings)
+    features.apply(settings)
+    yield home
+    if saved is None:
+        os.environ.pop("AIRLOOP_HOME", None)
+    else:
+        os.environ["AIRLOOP_HOME"] = saved
+
+
+@pytest.fixture
+def home(data_home, monkeypatch, tmp_path):
+    """The shared data with a fresh, empty MLflow store per test."""
+    monkeypatch.setenv("AIRLOOP_HOME", str(data_home))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("AIRLOOP_MLFLOW_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    return data_home
+
+
+def test_champion_challenger_rollback_and_reproduce(home, demo_spec):
+    from airloop import train
+
+    medium = _variant(demo_spec, max_iter=15, max_depth=2, learning_rate=0.1)
+    weak = _variant(demo_spec, max_iter=2, max_depth=1, learning_rate=0.1)
+
+    first = train.train_model(medium, reason="bootstrap")
+    decision = train.gate_version(demo_spec, first["version"], actor="tester")
+    assert decision.promoted and decision.reason.startswith("first model")
+    assert train.champion_version(demo_spec) == first["version"]
+
+    worse = train.train_model(weak, reason="worse on purpose")
+    decision = train.gate_version(demo_spec, worse["version"], actor="tester")
+    assert not decision.promoted
+    assert train.champion_version(demo_spec) == first["version"]
+    client = train.mlflow_client()
+    tags = client.get_model_version(demo_spec.name, worse["version"]).tags
+    assert tags["airloop.gate"] == "rejected" and tags["airloop.gate_reason"] == decision.reason
+    assert str(client.get_model_version_by_alias(demo_spec.name, "challenger").version) == worse["version"]
+
+    better = train.train_model(demo_spec, reason="drift", drift_report_id="report-123")
+    decision = train.gate_version(demo_spec, better["version"], actor="tester")
+    assert decision.promoted, decision.reason
+    assert decision.champion_version == first["version"]
+    assert decision.challenger_score >= decision.champion_score + demo_spec.promotion.min_improvement
+    assert train.champion_version(demo_spec) == better["version"]
+
+    # Lineage travels with the version and the run.
+    mv = client.get_model_version(demo_spec.name, better["version"])
+    run = client.get_run(mv.run_id)
+    for key in ("airloop.dvc_md5", "airloop.dvc_rev", "airloop.validation_result_id", "airloop.feature_service"):
+        assert mv.tags[key] == run.data.tags[key] != ""
+    assert run.data.tags["airloop.trigger_reason"] == "drift"
+    assert run.data.tags["airloop.drift_report_id"] == "report-123"
+    dataset_inputs = run.inputs.dataset_inputs
+    assert dataset_inputs[0].dataset.digest == mv.tags["airloop.dvc_md5"]
+    artifacts = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
+    assert {"plots/roc_curve.png", "plots/pr_curve.png", "plots/calibration.png", "plots/feature_importance.png"} <= artifacts
+
+    assert train.rollback(demo_spec, actor="tester", reason="bad on call") == first["version"]
+    assert train.champion_version(demo_spec) == first["version"]
+    actions = [(e["action"], e["version"], e["by"]) for e in train.history(demo_spec)]
+    assert actions == [
+        ("promote", first["version"], "tester"),
+        ("reject", worse["version"], "tester"),
+        ("promote", better["version"], "tester"),
+        ("rollback", first["version"], "tester"),
+    ]
+
+    reproduced = train.reproduce(demo_spec, better["version"])
+    assert reproduced["identical"], reproduced
+
+
+def test_rollback_with_nothing_before_is_a_clear_error(home, demo_spec):
+    from airloop import train
+
+    first = train.train_model(demo_spec)
+    train.gate_version(demo_spec, first["version"], actor="tester")
+    with pytest.raises(train.PromotionError, match="no previous champion"):
+        train.rollback(demo_spec)
+
+
+def test_too_little_data_for_a_holdout_is_a_clear_error(home, demo_spec):
+    from airloop import train
+
+    with pytest.raises(ValueError, match="need data before and after the holdout cutoff"):
+        train.train_model(demo_spec, start=DAYS[-2], end=DAYS[-1])
+
+
+# -- MLflow tracking server on the machine's Postgres --------------------------------------
+
+
+def _free_port() -> int:
+    from airloop.testing import free_port
+
+    return free_port()
+
+
+def _start_mlflow(db_url: str, artifacts, port: int) -> subprocess.Popen:
+    exe = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    proc = subprocess.Popen(
+        [exe, "server", "--backend-store-uri", db_url, "--artifacts-destination", str(artifacts),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    import requests
+
+    for _ in range(120):
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                return proc
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("mlflow server exited")
+        time.sleep(0.5)
+    raise TimeoutError("mlflow server did not start")
+
+
+@pytest.fixture
+def mlflow_server(home, tmp_path, monkeypatch):
+    import psycopg
+
+    name = f"airloop_mlflow_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    port = _free_port()
+    db_url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    proc = _start_mlflow(db_url, tmp_path / "artifacts", port)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    # Fail fast when the server is down instead of MLflow's minutes of backoff.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    server = {"proc": proc, "port": port, "db_url": db_url, "artifacts": tmp_path / "artifacts"}
+    yield server
+    os.killpg(server["proc"].pid, 15)
+    server["proc"].wait(30)
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.services
+def test_on_an_mlflow_server_and_with_the_server_down(mlflow_server, demo_spec):
+    from airloop import train
+
+    first = train.train_model(demo_spec, reason="bootstrap")
+    assert train.gate_version(demo_spec, first["version"], actor="tester").promoted
+    assert train.champion_version(demo_spec) == first["version"]
+
+    os.killpg(mlflow_server["proc"].pid, 15)
+    mlflow_server["proc"].wait(30)
+    with pytest.raises(Exception):
+        train.train_model(demo_spec, reason="server down")
+
+    mlflow_server["proc"] = _start_mlflow(mlflow_server["db_url"], mlflow_server["artifacts"], mlflow_server["port"])
+    assert train.champion_version(demo_spec) == first["version"]
+    client = train.mlflow_client()
+    versions = client.search_model_versions(f"name='{demo_spec.name}'")
+    # Nothing half-registered: the failed run left no version behind and no alias moved.
+    assert [str(v.version) for v in versions] == [first["version"]]
+    assert str(client.get_model_version_by_alias(demo_spec.name, "champion").version) == first["version"]
