@@ -44,11 +44,15 @@ def build_train_dag(spec: ModelSpec):
 
             from airloop.train import train_model
 
-            params = get_current_context()["params"]
+            context = get_current_context()
+            params = context["params"]
+            reason = params["reason"]
+            if context["dag_run"].run_type == "scheduled" and reason == "manual":
+                reason = "schedule"
             day = lambda v: date.fromisoformat(v) if v else None  # noqa: E731
             return train_model(
                 spec,
-                reason=params["reason"],
+                reason=reason,
                 drift_report_id=params.get("drift_report_id") or "",
                 start=day(params.get("start")),
                 end=day(params.get("end")),

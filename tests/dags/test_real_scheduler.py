@@ -27,6 +27,17 @@ def test_anonymous_api_requests_are_rejected(stack):
     assert requests.get(f"{stack.url}/api/v2/dags", timeout=10).status_code in (401, 403)
     bad = requests.post(f"{stack.url}/auth/token", json={"username": "admin", "password": "nope"}, timeout=10)
     assert bad.status_code in (401, 403)
+    # The reports plugin mounted under the api-server is protected the same way.
+    assert requests.get(f"{stack.url}/airloop/", timeout=10).status_code in (401, 403)
+    assert requests.get(f"{stack.url}/airloop/files/reports/x.html", timeout=10).status_code in (401, 403)
+
+
+def test_reports_plugin_serves_data_docs_to_a_logged_in_user(stack):
+    headers = {"Authorization": f"Bearer {stack.token()}"}
+    index = requests.get(f"{stack.url}/airloop/", headers=headers, timeout=10)
+    assert index.status_code == 200 and "Airloop reports" in index.text
+    escape = requests.get(f"{stack.url}/airloop/files/reports/../../airflow.db", headers=headers, timeout=10)
+    assert escape.status_code == 404
 
 
 def test_ingest_triggered_over_rest_emits_the_validated_asset(stack, demo_spec, monkeypatch):
@@ -49,3 +60,11 @@ def test_ingest_triggered_over_rest_emits_the_validated_asset(stack, demo_spec, 
     extras = [e["extra"] for e in events["asset_events"]]
     assert [e["batch"] for e in extras] == ["orders_2026-10-01.csv"]
     assert extras[0]["md5"]
+
+
+def test_data_docs_are_reachable_from_the_ui_after_an_ingest(stack):
+    headers = {"Authorization": f"Bearer {stack.token()}"}
+    index = requests.get(f"{stack.url}/airloop/", headers=headers, timeout=10)
+    assert "Great Expectations Data Docs" in index.text
+    docs = requests.get(f"{stack.url}/airloop/files/datadocs/index.html", headers=headers, timeout=10)
+    assert docs.status_code == 200 and "late_delivery" in docs.text
