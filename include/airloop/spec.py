@@ -98,7 +98,8 @@ class DriftSpec(_Strict):
     # by more than this (absolute) is a drift signal, once at least min_labels rows have labels.
     quality_drop: float = Field(0.05, ge=0)
     min_labels: int = Field(200, ge=1)
-    # Larger windows (and reference sets) are checked on a seeded random sample of this size.
+    # Larger windows are checked on a seeded random sample of this many rows (the reference
+    # training set on max(50_000, sample_size) rows).
     sample_size: int = Field(50_000, ge=1_000)
 
 
