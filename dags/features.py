@@ -35,7 +35,7 @@ def build_features_dag(spec: ModelSpec):
 
             result = compute_restaurant_stats()
             print(f"days written {len(result.written)}, unchanged {result.unchanged}, rows {result.rows}")
-            return {"days_written": len(result.written), "rows": result.rows}
+            return {"days_written": [d.isoformat() for d in result.written], "rows": result.rows}
 
         @task
         def apply_definitions() -> bool:
@@ -44,22 +44,31 @@ def build_features_dag(spec: ModelSpec):
             return apply()
 
         @task(outlets=[fresh])
-        def materialize() -> dict:
-            from datetime import timezone
+        def materialize(stats: dict, applied: bool) -> dict:
+            from datetime import datetime, timezone
 
-            from airloop.features import materialize
+            from airloop.features import materialize_changed, stats_days
 
-            result = materialize(datetime.now(timezone.utc))
-            summary = {
-                "end": result.end.isoformat(),
-                "rows": result.rows,
-                "chunks": len(result.chunks),
-                "seconds": round(result.seconds, 2),
-            }
+            # New or changed definitions: the online store needs every day again.
+            days = stats_days() if applied else stats["days_written"]
+            result = materialize_changed(days, datetime.now(timezone.utc))
+            if result is None:
+                summary = {"rows": 0, "chunks": 0, "note": "no statistics changed"}
+            else:
+                summary = {
+                    "end": result.end.isoformat(),
+                    "rows": result.rows,
+                    "chunks": len(result.chunks),
+                    "seconds": round(result.seconds, 2),
+                }
+            print(summary)
             get_current_context()["outlet_events"][fresh].extra = summary
             return summary
 
-        compute_statistics() >> apply_definitions() >> materialize()
+        stats = compute_statistics()
+        applied = apply_definitions()
+        stats >> applied
+        materialize(stats, applied)
 
     return features()
 

@@ -479,6 +479,32 @@ def materialize(
     return MaterializeResult(end=end, chunks=chunks, seconds=time.perf_counter() - started)
 
 
+def stats_stamp(day: dt.date) -> dt.datetime:
+    """When the statistics of ``day`` become visible: the end of that day (UTC)."""
+    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+
+
+def stats_days(settings: Settings | None = None) -> list[dt.date]:
+    """The days that have statistics in the offline source, oldest first."""
+    return sorted(_dated_files(restaurant_stats_dir(settings or get_settings()), STATS_DATASET))
+
+
+def materialize_changed(
+    days: "list[dt.date] | list[str]", end: dt.datetime, settings: Settings | None = None, **kwargs
+) -> "MaterializeResult | None":
+    """Materialize the statistics of (re)computed ``days``: from the earliest one up to ``end``.
+
+    Statistics of past days land after their event time (a day's batch arrives the next
+    morning; a corrected batch later still), so materializing only from the last run's end
+    would skip them. Starting at the earliest changed day's stamp writes exactly what changed.
+    Returns None when no day changed.
+    """
+    if not days:
+        return None
+    first = min(d if isinstance(d, dt.date) else dt.date.fromisoformat(d) for d in days)
+    return materialize(end, settings, start=stats_stamp(first), **kwargs)
+
+
 @contextlib.contextmanager
 def _quiet_dask():
     # Feast's file offline store sorts with dask, whose shuffle emits pandas FutureWarnings
