@@ -66,10 +66,16 @@ up: install
 	PATH=$(BIN):$$PATH $(BIN)/airflow standalone
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/python -m pytest -q tests/dags
 
 clean:
 	rm -rf $(AIRLOOP_HOME)
+
+# The compose stack without Docker: the same services, commands and environment as native
+# processes (tests/stack/native.py), on fresh Postgres databases; Ctrl-C stops and cleans up.
+.PHONY: stack
+stack: install
+	$(BIN)/python tests/stack/native.py

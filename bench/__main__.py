@@ -1,13 +1,18 @@
-"""Run every quick benchmark and print its figures: python -m bench (or make bench)."""
+"""Print benchmark figures: ``python -m bench`` (quick) or ``python -m bench --all``.
+
+Each entry is also runnable alone (``python -m bench.<name> --help`` for its options).
+"""
 
 import subprocess
 import sys
 
 QUICK = ["bench.parse_dags"]
+# Minutes each on 2 cores: feature materialization, serving latency, drift check cost.
+LONG = ["bench.bench_materialize", "bench.bench_drift", "bench.bench_serve"]
 
 if __name__ == "__main__":
     status = 0
-    for module in QUICK:
+    for module in QUICK + (LONG if "--all" in sys.argv else []):
         print(f"== {module}", flush=True)
         status |= subprocess.call([sys.executable, "-m", module])
     raise SystemExit(status)

@@ -38,8 +38,8 @@ def build_monitor_dag(spec: ModelSpec):
             ),
             "window_minutes": Param(
                 None,
-                type=["null", "integer"],
-                minimum=1,
+                type=["null", "number"],
+                exclusiveMinimum=0,
                 title="Window length (minutes)",
                 description=f"Empty: the spec's {spec.drift.window_hours} h.",
             ),

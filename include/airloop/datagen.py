@@ -95,10 +95,15 @@ def generate_orders(
     n_restaurants: int = 120,
     orders_per_day: int = 1500,
     drift: Drift | None = None,
+    stream: int = 0,
 ) -> pd.DataFrame:
-    """One day of completed orders as a typed DataFrame (before any defect)."""
+    """One day of completed orders as a typed DataFrame (before any defect).
+
+    ``seed`` fixes the world (the restaurants and their kitchens); ``stream`` draws another,
+    independent set of orders from the same world (e.g. live traffic next to the batches).
+    """
     rest = restaurants(seed, n_restaurants)
-    rng = np.random.default_rng([seed, day.toordinal()])
+    rng = np.random.default_rng([seed, day.toordinal()] + ([stream] if stream else []))
     level = drift.level(day) if drift else 0.0
 
     n = int(rng.poisson(orders_per_day))
@@ -126,7 +131,7 @@ def generate_orders(
 
     frame = pd.DataFrame(
         {
-            "order_id": [f"o-{day:%Y%m%d}-{i:06d}" for i in range(n)],
+            "order_id": [f"o-{day:%Y%m%d}-{stream or ''}{i:06d}" for i in range(n)],
             "restaurant_id": rest.ids[idx].astype("int64"),
             "event_timestamp": ts,
             "zone": rest.zone[idx],

@@ -1,10 +1,18 @@
 """Airloop's main job on the embedded default: ``make demo`` (or ``python -m airloop.demo``).
 
-It starts Airflow's own components (api-server, scheduler, dag-processor, triggerer) on SQLite
-with the LocalExecutor, lands generated order batches (one of them defective), triggers the
-ingest DAG over the REST API as a user's script would, lets Asset schedules run the stages
-downstream, and reports what every stage did with real ids. The human summary is printed; the
-same facts go to ``$AIRLOOP_HOME/demo-summary.json``.
+The whole closed loop, for real, on one machine with no Docker: Airflow's own components
+(api-server, scheduler, dag-processor, triggerer; SQLite, LocalExecutor) and the BentoML
+prediction service run as local processes; the demo drives them from outside, as a user's
+script would, through Airflow's REST API and the service's HTTP API.
+
+1. land daily order batches (one arrives with a defect) and let the daily ingest run gate them;
+2. features follow on the validated-data Asset; the first training run registers a champion;
+3. packaging follows on the champion Asset and the service starts answering with it;
+4. clean traffic is served and labelled; a drift check finds nothing;
+5. drifted days land, drifted traffic is served; two drift checks in a row find real drift,
+   the policy triggers training, the new model wins the gate and the service swaps to it.
+
+The human summary is printed; the same facts go to ``$AIRLOOP_HOME/demo-summary.json``.
 """
 
 from __future__ import annotations
@@ -12,171 +20,354 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import time
 from pathlib import Path
 
 from airloop import datagen
 from airloop.notifiers import read_alerts
-from airloop.settings import ensure_dirs
+from airloop.settings import get_settings
 from airloop.spec import get_spec
-from airloop.testing import AirflowStack
+from airloop.testing import AirflowStack, BentoServer, free_port
 
 DEMO_MODEL = "late_delivery"
-CLEAN_DAYS = 14
-DEFECTIVE_DAY = 4  # index of the day first delivered with a defect, then re-delivered clean
 DEFECT = "out_of_range"
 
 
-def step(n: int, total: int, text: str) -> None:
-    print(f"[{n}/{total}] {text}", flush=True)
+def say(text: str) -> None:
+    print(text, flush=True)
 
 
-def airloop_dag_ids(stack: AirflowStack, model: str) -> list[str]:
-    dags = stack.api("GET", "/dags", params={"tags": f"model:{model}", "limit": 100})["dags"]
-    return sorted(d["dag_id"] for d in dags)
+class Demo:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.spec = get_spec(DEMO_MODEL)
+        self.started = time.monotonic()
+        self.summary: dict = {"model": self.spec.name, "steps": {}}
+        self.total_steps = 8
+        self.step_no = 0
+        today = self.today = dt.datetime.now(dt.timezone.utc).date()
+        n = args.clean_days + args.drift_days
+        days = [today - dt.timedelta(days=n - i) for i in range(n)]
+        self.clean_days, self.drift_days = days[: args.clean_days], days[args.clean_days :]
+        self.drift = datagen.Drift(self.drift_days[0], args.drift_strength)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def step(self, text: str) -> None:
+        self.step_no += 1
+        elapsed = time.monotonic() - self.started
+        say(f"[{self.step_no}/{self.total_steps}] ({elapsed:5.0f} s) {text}")
+
+    def dag(self, stage: str) -> str:
+        return self.spec.dag_id(stage)
+
+    def wait_idle(self, timeout: float = 1200, settle: float = 8) -> None:
+        """Wait until no Airloop DAG run is queued or running for ``settle`` seconds.
+
+        Runs started by Asset events appear a moment after their producer ends, hence settle.
+        """
+        deadline = time.monotonic() + timeout
+        quiet_since = None
+        while time.monotonic() < deadline:
+            busy = False
+            for dag_id in self.dag_ids:
+                for run in self.stack.runs(dag_id):
+                    key = f"{dag_id}/{run['dag_run_id']}"
+                    if self.seen.get(key) != run["state"]:
+                        self.seen[key] = run["state"]
+                        say(f"      {dag_id:<26} {run['run_type']:<15} {run['state']}")
+                    busy |= run["state"] in ("queued", "running")
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= settle:
+                return
+            time.sleep(2)
+        raise TimeoutError(f"DAG runs still busy after {timeout}s")
+
+    def unpause_and_run(self, stage: str, conf: dict | None = None) -> None:
+        """Unpause a DAG; if its schedule has a run due the scheduler starts it, else trigger one."""
+        dag_id = self.dag(stage)
+        before = {r["dag_run_id"] for r in self.stack.runs(dag_id)}
+        self.stack.unpause(dag_id)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if any(r["dag_run_id"] not in before for r in self.stack.runs(dag_id)):
+                return
+            time.sleep(1)
+        self.stack.trigger(dag_id, conf=conf)
+
+    def last_task_xcom(self, stage: str, task_id: str) -> dict | None:
+        runs = self.stack.runs(self.dag(stage))
+        for run in reversed(runs):
+            if run["state"] != "success":
+                continue
+            try:
+                entry = self.stack.api(
+                    "GET",
+                    f"/dags/{self.dag(stage)}/dagRuns/{run['dag_run_id']}/taskInstances/{task_id}/xcomEntries/return_value",
+                    params={"deserialize": True, "stringify": False},
+                )
+            except Exception:  # noqa: BLE001 - a skipped task has no XCom
+                continue
+            return entry["value"]
+        return None
+
+    def send_traffic(self, day: dt.date, drifted: bool, label: str) -> dict:
+        """Serve one wave of orders through /predict_batch, then send their true labels."""
+        import requests
+
+        # Same restaurants as the batches (same seed), another draw of orders (stream).
+        self.waves = getattr(self, "waves", 0) + 1
+        orders = datagen.generate_orders(
+            day, seed=self.args.seed, stream=self.waves, drift=self.drift if drifted else None,
+            orders_per_day=self.args.traffic,
+        )
+        rows = [
+            {"restaurant_id": int(o.restaurant_id), "distance_km": float(o.distance_km),
+             "items": int(o.items), "order_hour": int(o.event_timestamp.hour)}
+            for o in orders.itertuples()
+        ]
+        started = dt.datetime.now(dt.timezone.utc)
+        answers = []
+        for i in range(0, len(rows), 100):
+            resp = requests.post(f"{self.server.url}/predict_batch", json={"rows": rows[i : i + 100]}, timeout=60)
+            resp.raise_for_status()
+            answers += resp.json()["predictions"]
+        for answer, truth in zip(answers, orders["was_late"].tolist()):
+            requests.post(
+                f"{self.server.url}/feedback", json={"request_id": answer["request_id"], "label": int(truth)}, timeout=30
+            ).raise_for_status()
+        versions = sorted({a["model_version"] for a in answers})
+        mean = sum(a["prediction"] for a in answers) / len(answers)
+        say(f"      {label}: {len(answers)} predictions by v{', v'.join(map(str, versions))}, "
+            f"mean p(late) {mean:.2f}, actual late rate {orders['was_late'].mean():.2f}; labels sent")
+        return {"wave": label, "requests": len(answers), "model_versions": versions, "started": started.isoformat(),
+                "mean_prediction": round(mean, 4), "late_rate": round(float(orders["was_late"].mean()), 4)}
+
+    def drift_check(self, since: str) -> dict:
+        dag_id = self.dag("monitor")
+        # The window covers exactly this wave's traffic, so consecutive waves are separate windows.
+        end = dt.datetime.now(dt.timezone.utc)
+        minutes = (end - dt.datetime.fromisoformat(since)).total_seconds() / 60 + 0.05
+        run_id = self.stack.trigger(dag_id, conf={"window_end": end.isoformat(), "window_minutes": minutes})
+        run = self.stack.wait_for_run(dag_id, run_id, timeout=600)
+        xcom = lambda task: self.stack.api(  # noqa: E731
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task}/xcomEntries/return_value",
+            params={"deserialize": True, "stringify": False},
+        )["value"]
+        check, decision = xcom("check_drift"), xcom("apply_retrain_policy")
+        say(f"      drift check {check['report_id']}: {check['status']}, drifted share "
+            f"{check.get('drifted_share')}, prediction drift {check.get('prediction_drift')}")
+        say(f"      policy: {'RETRAIN' if decision['trigger'] else 'no retrain'} - {decision['reason']}")
+        return {"run_id": run_id, "state": run["state"], "report_id": check["report_id"], "status": check["status"],
+                "drifted_share": check.get("drifted_share"), "drifted_columns": check.get("drifted_columns"),
+                "prediction_drift": check.get("prediction_drift"), "quality": check.get("quality"),
+                "html_report": check.get("html_path"), "trigger": decision["trigger"], "reason": decision["reason"]}
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> dict:
+        s = get_settings()
+        landing = s.landing_dir / self.spec.dataset.name
+        steps = self.summary["steps"]
+
+        self.step(f"landing {len(self.clean_days)} daily order batches ({self.clean_days[0]} .. "
+                  f"{self.clean_days[-1]}); {self.clean_days[2]} arrives with a '{DEFECT}' defect")
+        for i, day in enumerate(self.clean_days):
+            datagen.write_batch(landing, day, seed=self.args.seed, defect=DEFECT if i == 2 else None,
+                                orders_per_day=self.args.orders_per_day)
+
+        self.step("starting Airflow (api-server, scheduler, dag-processor, triggerer) and the prediction service")
+        self.stack.start()
+        self.server.start()
+        say(f"      Airflow UI: {self.stack.url}  (login admin / {self.stack.password})")
+        say(f"      Prediction service: {self.server.url}")
+        deadline = time.monotonic() + 120
+        self.dag_ids: list[str] = []
+        while len(self.dag_ids) < 6 and time.monotonic() < deadline:
+            dags = self.stack.api("GET", "/dags", params={"tags": f"model:{self.spec.name}", "limit": 100})["dags"]
+            self.dag_ids = sorted(d["dag_id"] for d in dags)
+            time.sleep(1)
+        self.seen: dict[str, str] = {}
+
+        self.step("ingest: the daily run gates every batch; the defective one is quarantined")
+        for stage in ("features", "package"):
+            self.stack.unpause(self.dag(stage))
+        self.unpause_and_run("ingest")
+        self.wait_idle()
+        rejected = [a for a in read_alerts() if a["dag_id"] == self.dag("ingest")]
+        for alert in rejected:
+            say("      " + alert["message"].splitlines()[0])
+            for line in alert["message"].splitlines()[1:3]:
+                say("      " + line)
+        datagen.write_batch(landing, self.clean_days[2], seed=self.args.seed, orders_per_day=self.args.orders_per_day)
+        say(f"      the corrected {self.clean_days[2]} batch is re-delivered and ingested by date")
+        self.stack.trigger(self.dag("ingest"), conf={"batch_date": self.clean_days[2].isoformat()})
+        self.wait_idle()
+        steps["ingest"] = {"alerts": [a["message"].splitlines()[0] for a in rejected]}
+
+        self.step("train: the first model registers, passes the floors and becomes @champion")
+        self.unpause_and_run("train", conf={"reason": "bootstrap"})
+        self.wait_idle()
+        first = self.last_task_xcom("train", "champion_challenger_gate")
+        if not first or not first.get("promoted"):
+            raise RuntimeError(f"the first model was not promoted: {first}")
+        say(f"      v{first['version']} promoted: {first['reason']}")
+        steps["first_champion"] = first
+        steps["first_bento"] = self.last_task_xcom("package", "build_bento")
+
+        self.step("serve: clean traffic, labelled afterwards; a drift check finds nothing")
+        self.server.wait_ready(timeout=180)
+        steps["traffic"] = [self.send_traffic(self.today, drifted=False, label="clean traffic")]
+        self.stack.unpause(self.dag("monitor"))
+        time.sleep(3)
+        self.wait_idle()  # the monitor's own daily run, if one was due
+        steps["drift_checks"] = [self.drift_check(since=steps["traffic"][0]["started"])]
+
+        self.step(f"drift: {len(self.drift_days)} drifted days land (strength {self.drift.strength}); "
+                  "ingest and features follow")
+        for day in self.drift_days:
+            datagen.write_batch(landing, day, seed=self.args.seed, drift=self.drift,
+                                orders_per_day=self.args.orders_per_day)
+        self.stack.trigger(self.dag("ingest"))
+        self.wait_idle()
+
+        self.step("monitor: drifted traffic in two windows; the policy needs both before it retrains")
+        for wave in (1, 2):
+            traffic = self.send_traffic(self.today, drifted=True, label=f"drifted traffic, window {wave}")
+            steps["traffic"].append(traffic)
+            steps["drift_checks"].append(self.drift_check(since=traffic["started"]))
+        self.wait_idle()
+
+        self.step("retrain: the drift-triggered model takes the gate; the service swaps to it")
+        final = self.last_task_xcom("train", "champion_challenger_gate")
+        steps["retrain"] = final
+        say(f"      v{final['version']}: {'promoted' if final['promoted'] else 'not promoted'} - {final['reason']}")
+        steps["final_bento"] = self.last_task_xcom("package", "build_bento")
+        import requests
+
+        answer = requests.post(
+            f"{self.server.url}/predict",
+            json={"restaurant_id": 1001, "distance_km": 3.5, "items": 2, "order_hour": 19}, timeout=30,
+        ).json()
+        steps["final_predict"] = answer
+        say(f"      /predict now answers with v{answer['model_version']} (p(late) {answer['prediction']:.3f})")
+        return self.summary
+
+    def main(self) -> int:
+        s = get_settings()
+        self.stack = AirflowStack(s.home / "airflow", env=s.as_env(), port=self.args.airflow_port)
+        self.server = BentoServer(
+            s, s.home / "bento-server.log", port=int(s.serve_url.rsplit(":", 1)[-1]),
+            AIRLOOP_SERVE_POLL_SECONDS="2",
+        )
+        try:
+            self.run()
+            ok = True
+        except Exception as exc:  # noqa: BLE001 - report what happened, then fail
+            self.summary["error"] = f"{exc.__class__.__name__}: {exc}"
+            say(f"demo failed: {self.summary['error']}")
+            say(f"logs: {s.home / 'airflow'}/*.log, {s.home / 'bento-server.log'}")
+            ok = False
+        finally:
+            if self.args.keep_running and ok:
+                say(f"Airflow keeps running at {self.stack.url}, the service at {self.server.url}; Ctrl-C stops.")
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    pass
+            self.server.stop()
+            self.stack.stop()
+        self.summary["wall_seconds"] = round(time.monotonic() - self.started, 1)
+        self.summary["facts"] = collect_facts(self.spec)
+        out = s.home / "demo-summary.json"
+        out.write_text(json.dumps(self.summary, indent=2, default=str))
+        print_summary(self.summary, out)
+        return 0 if ok and self.loop_closed() else 1
+
+    def loop_closed(self) -> bool:
+        steps = self.summary["steps"]
+        checks = steps.get("drift_checks", [])
+        retrain = steps.get("retrain") or {}
+        final = steps.get("final_predict") or {}
+        return (
+            bool(checks) and checks[0]["status"] == "ok" and not checks[0]["trigger"]
+            and any(c["trigger"] for c in checks[1:])
+            and retrain.get("promoted") is True
+            and str(final.get("model_version")) == str(retrain.get("version"))
+        )
 
 
-def wait_until_idle(stack: AirflowStack, dag_ids: list[str], timeout: float = 900, settle: float = 8) -> None:
-    """Wait until no run of these DAGs is queued or running for ``settle`` seconds.
+def collect_facts(spec) -> dict:
+    """Ids read back from the stores themselves: DVC, quarantine, MLflow registry."""
+    from airloop import ingest, train
 
-    Runs started by Asset events appear a moment after their producer finishes, hence settle.
-    """
-    deadline = time.monotonic() + timeout
-    quiet_since = None
-    seen: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        busy = False
-        for dag_id in dag_ids:
-            for run in stack.runs(dag_id):
-                key = f"{dag_id}/{run['dag_run_id']}"
-                if seen.get(key) != run["state"]:
-                    seen[key] = run["state"]
-                    print(f"      {dag_id:<28} {run['run_type']:<14} {run['state']}", flush=True)
-                busy |= run["state"] in ("queued", "running")
-        if busy:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= settle:
-            return
-        time.sleep(2)
-    raise TimeoutError(f"DAG runs still busy after {timeout}s")
-
-
-def wait_for_scheduled_run(stack: AirflowStack, dag_id: str, timeout: float = 30) -> str | None:
-    """The run the scheduler starts when a DAG is unpaused with a due interval, if any."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = [r for r in stack.runs(dag_id) if r["run_type"] == "scheduled"]
-        if runs:
-            return runs[0]["dag_run_id"]
-        time.sleep(1)
-    return None
+    s = get_settings()
+    rev, batches = ingest.committed_batches(spec, s)
+    facts: dict = {
+        "dvc_head": rev,
+        "validated_batches": [{"batch": b.batch, "rows": b.rows, "md5": b.md5, "rev": b.rev,
+                               "validation_result_id": b.validation_result_id} for b in batches],
+        "quarantined": sorted(p.name for p in (s.quarantine_dir / spec.dataset.name).glob("*.csv")),
+    }
+    try:
+        client = train.mlflow_client(s)
+        versions = client.search_model_versions(f"name='{spec.registered_model_name}'")
+        champion = train.champion_version(spec, s)
+        facts["model_versions"] = [
+            {"version": str(v.version), "run_id": v.run_id, "gate": v.tags.get("airloop.gate"),
+             "trigger_reason": v.tags.get("airloop.trigger_reason"),
+             "drift_report_id": v.tags.get("airloop.drift_report_id"),
+             "bento_tag": v.tags.get("airloop.bento_tag"),
+             "alias": "champion" if str(v.version) == champion else None}
+            for v in sorted(versions, key=lambda v: int(v.version))
+        ]
+        facts["promotion_history"] = train.history(spec, s)
+    except Exception as exc:  # noqa: BLE001 - the summary says what could not be read
+        facts["mlflow_error"] = str(exc)
+    return facts
 
 
-def asset_events(stack: AirflowStack, dag_id: str) -> list[dict]:
-    events = stack.api(
-        "GET", "/assets/events", params={"source_dag_id": dag_id, "limit": 100, "order_by": "timestamp"}
-    )["asset_events"]
-    return [e["extra"] for e in events]
+def print_summary(summary: dict, path: Path) -> None:
+    steps, facts = summary["steps"], summary.get("facts", {})
+    say("\n=== Airloop demo summary ===")
+    batches = facts.get("validated_batches", [])
+    say(f"ingest: {len(batches)} batches validated and versioned with DVC; "
+        f"{len(facts.get('quarantined', []))} rejected and quarantined {facts.get('quarantined', [])}")
+    for b in batches:
+        say(f"  {b['batch']}  {b['rows']:>5} rows  md5 {b['md5']}  rev {b['rev'][:10]}  {b['validation_result_id']}")
+    for v in facts.get("model_versions", []):
+        say(f"model v{v['version']}: run {v['run_id']}  gate {v['gate']}  reason {v['trigger_reason']!r}"
+            f"{'  drift report ' + v['drift_report_id'] if v.get('drift_report_id') else ''}"
+            f"  bento {v['bento_tag']}{'  @champion' if v['alias'] else ''}")
+    for c in steps.get("drift_checks", []):
+        say(f"drift check {c['report_id']}: {c['status']}, drifted share {c['drifted_share']}, "
+            f"retrain: {c['trigger']} ({c['reason']})")
+    if "final_predict" in steps:
+        say(f"/predict answers with model v{steps['final_predict']['model_version']}")
+    if "error" in summary:
+        say(f"FAILED: {summary['error']}")
+    say(f"wall time: {summary['wall_seconds']} s; summary written to {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--keep-running", action="store_true", help="leave Airflow up at the end")
+    parser.add_argument("--clean-days", type=int, default=14)
+    parser.add_argument("--drift-days", type=int, default=4)
+    parser.add_argument("--drift-strength", type=float, default=0.6)
+    parser.add_argument("--orders-per-day", type=int, default=1500)
+    parser.add_argument("--traffic", type=int, default=800, help="orders served per traffic wave")
+    parser.add_argument("--airflow-port", type=int, default=None, help="default: a free port")
+    parser.add_argument("--keep-running", action="store_true", help="leave Airflow and the service up")
     args = parser.parse_args(argv)
+    os.environ.setdefault("AIRLOOP_SERVE_URL", f"http://127.0.0.1:{free_port()}")
+    from airloop.settings import ensure_dirs
 
-    started = time.monotonic()
-    settings = ensure_dirs()
-    spec = get_spec(DEMO_MODEL)
-    landing = settings.landing_dir / spec.dataset.name
-    today = dt.datetime.now(dt.timezone.utc).date()
-    days = [today - dt.timedelta(days=CLEAN_DAYS - i) for i in range(CLEAN_DAYS)]
-    total = 4
-    summary: dict = {"model": spec.name, "airloop_home": str(settings.home), "steps": {}}
-
-    step(1, total, f"landing {len(days)} daily order batches ({days[0]} .. {days[-1]}); "
-                   f"{days[DEFECTIVE_DAY]} arrives with a '{DEFECT}' defect")
-    for i, day in enumerate(days):
-        datagen.write_batch(landing, day, seed=args.seed, defect=DEFECT if i == DEFECTIVE_DAY else None)
-
-    step(2, total, "starting Airflow (api-server, scheduler, dag-processor, triggerer) on SQLite")
-    stack = AirflowStack(settings.home / "airflow", env=settings.as_env())
-    stack.start()
-    print(f"      Airflow UI: {stack.url}  (admin / {stack.password})", flush=True)
-    try:
-        dag_ids = []
-        deadline = time.monotonic() + 120
-        while not dag_ids and time.monotonic() < deadline:
-            dag_ids = airloop_dag_ids(stack, spec.name)
-            time.sleep(1)
-        for dag_id in dag_ids:
-            stack.unpause(dag_id)
-        print(f"      DAGs: {', '.join(dag_ids)}", flush=True)
-
-        step(3, total, "ingest: validate every batch, version the good ones, quarantine the bad")
-        ingest_id = spec.dag_id("ingest")
-        first = wait_for_scheduled_run(stack, ingest_id)
-        if first is None:  # the daily schedule had nothing due: run it by hand
-            first = stack.trigger(ingest_id)
-        first_run = stack.wait_for_run(ingest_id, first, timeout=900)
-        rejected = [a for a in read_alerts() if a["dag_id"] == ingest_id]
-        print(f"      run {first}: {first_run['state']} "
-              f"({len(rejected)} batch rejected, see {settings.quarantine_dir / spec.dataset.name})", flush=True)
-        for alert in rejected:
-            print("      " + alert["message"].replace("\n", "\n      "), flush=True)
-
-        datagen.write_batch(landing, days[DEFECTIVE_DAY], seed=args.seed)
-        print(f"      corrected {days[DEFECTIVE_DAY]} batch re-delivered", flush=True)
-        second = stack.trigger(ingest_id, conf={"batch_date": days[DEFECTIVE_DAY].isoformat()})
-        second_run = stack.wait_for_run(ingest_id, second, timeout=600)
-        print(f"      run {second}: {second_run['state']}", flush=True)
-
-        step(4, total, "downstream stages scheduled on the validated-data Asset")
-        wait_until_idle(stack, dag_ids)
-
-        validated = asset_events(stack, ingest_id)
-        summary["steps"]["ingest"] = {
-            "runs": {first: first_run["state"], second: second_run["state"]},
-            "validated": [
-                {k: e[k] for k in ("batch", "rows", "md5", "dvc_rev", "validation_result_id")}
-                for e in sorted(validated, key=lambda e: e["batch"])
-            ],
-            "rejected": [
-                {"batch": Path(p).name, "quarantined": str(p)}
-                for p in sorted((settings.quarantine_dir / spec.dataset.name).glob("*.csv"))
-            ],
-            "alerts": [a["message"].splitlines()[0] for a in rejected],
-        }
-    finally:
-        if args.keep_running:
-            print(f"Airflow keeps running at {stack.url}; Ctrl-C to stop.", flush=True)
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
-        stack.stop()
-
-    summary["wall_seconds"] = round(time.monotonic() - started, 1)
-    out = settings.home / "demo-summary.json"
-    out.write_text(json.dumps(summary, indent=2, default=str))
-    print_summary(summary, out)
-    ok = len(summary["steps"]["ingest"]["validated"]) == CLEAN_DAYS and len(summary["steps"]["ingest"]["rejected"]) >= 1
-    return 0 if ok else 1
-
-
-def print_summary(summary: dict, path: Path) -> None:
-    print("\n=== Airloop demo summary ===")
-    ingest = summary["steps"]["ingest"]
-    print(f"ingest: {len(ingest['validated'])} batches validated and versioned, {len(ingest['rejected'])} rejected")
-    for e in ingest["validated"]:
-        print(f"  ok   {e['batch']}  {e['rows']:>5} rows  md5 {e['md5']}  rev {e['dvc_rev'][:10]}")
-    for r in ingest["rejected"]:
-        print(f"  bad  {r['batch']}  quarantined at {r['quarantined']}")
-    print(f"wall time: {summary['wall_seconds']} s")
-    print(f"summary written to {path}")
+    ensure_dirs()
+    return Demo(args).main()
 
 
 if __name__ == "__main__":
