@@ -7,8 +7,6 @@ in bounded chunks, and emits the features-fresh Asset.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.sdk import Asset, dag, get_current_context, task
 
 from airloop.orchestration import asset_name, asset_uri, dag_kwargs
