@@ -1,32 +1,132 @@
-"""Static checks of docker-compose.yaml and the Dockerfile (no Docker engine runs here)."""
+"""Static checks of docker-compose.yaml, the Dockerfile, .env.example and the Helm values.
+
+No Docker engine runs here: the compose file is checked as ``docker-compose config`` resolves it
+(Debian's docker-compose 1.29 interpolates ``.env`` and rejects unknown keys without an
+engine), the Dockerfile with hadolint. ``test_native_rehearsal.py`` runs the same services.
+"""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from airloop.settings import REPO_ROOT
 
+sys.path.insert(0, str(Path(__file__).parent))
+from native import (  # noqa: E402
+    NativeStack,
+    dockerfile_copies,
+    dockerfile_env,
+    dockerfile_instructions,
+    healthcheck_argv,
+)
+
 COMPOSE = REPO_ROOT / "docker-compose.yaml"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+VALUES = REPO_ROOT / "chart" / "values.yaml"
+
+# Where each service listens inside the compose network.
+INFRA_LISTEN = {"postgres": 5432, "redis": 6379}
+# Airloop's settings every Airloop service gets (the brief of the stack).
+AIRLOOP_ENV = {
+    "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    "AIRLOOP_FEAST_REDIS": "redis:6379,db=1",
+    "AIRLOOP_SERVE_URL": "http://bento:3000",
+}
+AIRLOOP_POSTGRES_ENV = {"AIRLOOP_FEAST_REGISTRY": "feast", "AIRLOOP_PREDICTION_STORE": "airloop"}
+AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                    "airflow-triggerer", "airflow-worker")
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s,;'\"]+")
+_HOSTPORT = re.compile(r"(?<![\w/@.:-])([a-z][a-z0-9-]*):(\d+)\b")
 
 
-def _compose_config(tmp_path: Path, env_file: Path | None) -> subprocess.CompletedProcess:
+def _compose_config(project: Path, env_file: Path | None, home: Path | None = None) -> subprocess.CompletedProcess:
+    """``docker-compose config``: with ``project`` as the project directory (its .env unused)."""
     exe = shutil.which("docker-compose")
     assert exe, "docker-compose (Debian package) is installed by `make test`"
-    args = [exe, "--project-directory", str(tmp_path), "-f", str(COMPOSE)]
+    args = [exe, "--project-directory", str(project), "-f", str(COMPOSE)]
     if env_file:
         args += ["--env-file", str(env_file)]
-    return subprocess.run([*args, "config"], capture_output=True, text=True, cwd=tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home or project)}
+    return subprocess.run([*args, "config"], capture_output=True, text=True, cwd=home or project, env=env, check=False)
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
+    """The file as written (anchors resolved by YAML, nothing interpolated)."""
     return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> dict:
+    """The file as compose resolves it with .env.example (merges applied, variables filled in)."""
+    result = _compose_config(REPO_ROOT, ENV_EXAMPLE, home=tmp_path_factory.mktemp("home"))
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def _env(service: dict) -> dict[str, str]:
+    env = service.get("environment") or {}
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def _command(service: dict) -> list[str]:
+    cmd = service.get("command") or []
+    return cmd.split() if isinstance(cmd, str) else [str(c) for c in cmd]
+
+
+def _strings(service: dict) -> list[str]:
+    """Every value a service's process sees: environment values and command arguments."""
+    return [*_env(service).values(), *_command(service)]
+
+
+def _hosts(text: str) -> list[tuple[str, int | None, str]]:
+    """(hostname, port, how) of every URL or host:port in a value."""
+    found = []
+    for url in _URL.findall(text):
+        parts = urlsplit(url)
+        if parts.hostname:
+            found.append((parts.hostname, parts.port, url))
+    for host, port in _HOSTPORT.findall(_URL.sub(" ", text)):
+        found.append((host, int(port), f"{host}:{port}"))
+    return found
+
+
+def _listen_port(name: str, service: dict) -> int | None:
+    if name in INFRA_LISTEN:
+        return INFRA_LISTEN[name]
+    cmd = _command(service)
+    if "--port" in cmd:
+        return int(cmd[cmd.index("--port") + 1])
+    if cmd == ["api-server"]:
+        return int(_env(service).get("AIRFLOW__API__PORT", 8080))
+    return None
+
+
+def _mount_target(mount) -> tuple[str, str]:
+    if isinstance(mount, dict):
+        return mount.get("source", ""), mount["target"]
+    source, target = str(mount).split(":")[:2]
+    return source, target
+
+
+def _named_volume_targets(service: dict, declared: set[str]) -> list[str]:
+    return [t for s, t in map(_mount_target, service.get("volumes") or []) if s in declared]
+
+
+def _on(path: str, targets: list[str]) -> bool:
+    return any(path == t or path.startswith(t.rstrip("/") + "/") for t in targets)
+
+
+# -- the file as compose reads it ---------------------------------------------------------
 
 
 def test_compose_refuses_to_start_without_secrets(tmp_path):
@@ -39,7 +139,211 @@ def test_compose_validates_with_env_example(tmp_path):
     result = _compose_config(tmp_path, env_file=REPO_ROOT / ".env.example")
     assert result.returncode == 0, result.stderr
     rendered = yaml.safe_load(result.stdout)
-    assert "airflow-apiserver" in rendered["services"]
+    assert {"postgres", "redis", "mlflow", "bento", "airflow-worker", *AIRFLOW_SERVICES} <= set(rendered["services"])
+
+
+def test_compose_validates_with_a_generated_env(tmp_path):
+    sys.path.insert(0, str(REPO_ROOT / "docker"))
+    try:
+        import new_env
+    finally:
+        sys.path.pop(0)
+    from cryptography.fernet import Fernet
+
+    text = new_env.render(ENV_EXAMPLE.read_text())
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
+    assert values and "change-me" not in values.values()
+    Fernet(values["AIRFLOW_FERNET_KEY"].encode())  # a real key
+    assert all(re.fullmatch(r"[A-Za-z0-9_=-]{32,}", v) for v in values.values()), "URL-safe secrets"
+    env = tmp_path / ".env"
+    env.write_text(text)
+    result = _compose_config(tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    assert values["POSTGRES_PASSWORD"] in result.stdout
+
+
+def test_every_secret_compose_requires_is_in_env_example_as_change_me(compose):
+    required = set(re.findall(r"\$\{(\w+):\?", COMPOSE.read_text()))
+    optional = set(re.findall(r"\$\{(\w+):-", COMPOSE.read_text()))
+    lines = [line for line in ENV_EXAMPLE.read_text().splitlines() if line.strip()]
+    active = dict(line.split("=", 1) for line in lines if not line.startswith("#"))
+    documented = {m for line in lines for m in re.findall(r"^#\s*(\w+)=", line)}
+    assert required == set(active), "every required variable, and only those, is set in .env.example"
+    assert all(v == "change-me" for v in active.values()), active
+    assert optional <= documented, f"optional settings not documented in .env.example: {optional - documented}"
+
+
+# -- wiring: every service finds the others -----------------------------------------------
+
+
+def test_env_and_commands_only_reference_existing_services(rendered):
+    services = rendered["services"]
+    for name, service in services.items():
+        for value in _strings(service):
+            for host, port, how in _hosts(value):
+                if host in ("localhost", "127.0.0.1", "0.0.0.0"):
+                    continue
+                assert host in services, f"{name}: {how} names no compose service"
+                expected = _listen_port(host, services[host])
+                if port is not None and expected is not None:
+                    assert port == expected, f"{name}: {how} but {host} listens on {expected}"
+
+
+def test_healthchecks_probe_the_port_their_service_listens_on(rendered):
+    for name, service in rendered["services"].items():
+        test = (service.get("healthcheck") or {}).get("test")
+        port = _listen_port(name, service)
+        for host, used, how in _hosts(" ".join(healthcheck_argv(test) or [])):
+            if host == "localhost" and name != "airflow-scheduler":
+                assert used == port, f"{name} healthcheck probes {how}, the service listens on {port}"
+
+
+def test_every_airloop_service_gets_the_airloop_environment(rendered):
+    password = "change-me"
+    for name, service in rendered["services"].items():
+        if "build" not in service:
+            continue
+        env = _env(service)
+        for key, value in AIRLOOP_ENV.items():
+            assert env.get(key) == value, f"{name}: {key}={env.get(key)!r}"
+        for key, db in AIRLOOP_POSTGRES_ENV.items():
+            assert env.get(key) == f"postgresql://airloop:{password}@postgres:5432/{db}", f"{name}: {key}"
+
+
+def test_postgres_creates_every_database_the_services_use(rendered):
+    services = rendered["services"]
+    pg = _env(services["postgres"])
+    user, password = pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"]
+    created = set(pg["AIRLOOP_DATABASES"].split()) | {pg.get("POSTGRES_DB") or user}
+    assert {"airflow", "mlflow", "feast", "airloop"} <= created
+    mounts = {t: s for s, t in map(_mount_target, services["postgres"]["volumes"])}
+    script = Path(mounts["/docker-entrypoint-initdb.d/10-airloop-databases.sh"])
+    assert script == REPO_ROOT / "docker" / "postgres-init.sh" and script.stat().st_mode & 0o111, "executable"
+    used = set()
+    for name, service in services.items():
+        for value in _strings(service):
+            for url in _URL.findall(value):
+                parts = urlsplit(url)
+                if parts.hostname == "postgres":
+                    assert (parts.username, parts.password) == (user, password), f"{name}: {url}"
+                    used.add(parts.path.strip("/"))
+    assert used and used <= created, f"databases used but not created: {used - created}"
+
+
+def test_redis_db_numbers_do_not_collide(rendered):
+    env = _env(rendered["services"]["airflow-worker"])
+    broker = urlsplit(env["AIRFLOW__CELERY__BROKER_URL"])
+    assert broker.hostname == "redis" and broker.path == "/0"
+    feast_db = re.search(r",db=(\d+)", env["AIRLOOP_FEAST_REDIS"]).group(1)
+    assert feast_db != "0"
+
+
+def test_airflow_runs_celery_and_shares_its_secrets(rendered):
+    services = rendered["services"]
+    shared = ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
+              "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
+              "AIRFLOW__CORE__EXECUTION_API_SERVER_URL")
+    first = _env(services[AIRFLOW_SERVICES[0]])
+    for name in AIRFLOW_SERVICES:
+        env = _env(services[name])
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert {k: env[k] for k in shared} == {k: first[k] for k in shared}, name
+    assert first["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    assert first["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+    assert [_command(services[n]) for n in AIRFLOW_SERVICES[1:]] == [
+        ["api-server"], ["scheduler"], ["dag-processor"], ["triggerer"], ["celery", "worker"]]
+
+
+def test_the_worker_can_be_scaled(compose):
+    worker = compose["services"]["airflow-worker"]
+    for key in ("container_name", "hostname", "ports"):
+        assert key not in worker, f"airflow-worker sets {key}: `--scale airflow-worker=3` would clash"
+
+
+def test_airflow_init_migrates_sets_the_password_and_unpauses(rendered):
+    init = rendered["services"]["airflow-init"]
+    assert _command(init) == ["bash", "/opt/airloop/airflow-init.sh"]
+    assert ("docker/airflow-init.sh", "/opt/airloop/airflow-init.sh") in dockerfile_copies()
+    script = (REPO_ROOT / "docker" / "airflow-init.sh").read_text()
+    for step in ("airflow db migrate", "airflow dags reserialize", "airflow dags unpause", "AIRLOOP_ADMIN_PASSWORD"):
+        assert step in script
+    assert script.index("airflow dags reserialize") < script.index("airflow dags unpause"), "parse, then unpause"
+    assert _env(init)["AIRLOOP_UNPAUSE_DAGS"] == "__"
+    assert _env(init)["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] == "true"
+    for name in AIRFLOW_SERVICES[1:]:
+        assert rendered["services"][name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+
+
+def test_mlflow_server_is_on_postgres_with_artifacts_on_a_volume(rendered):
+    mlflow = rendered["services"]["mlflow"]
+    cmd = _command(mlflow)
+    assert cmd[:2] == ["mlflow", "server"]
+    arg = lambda flag: cmd[cmd.index(flag) + 1]  # noqa: E731
+    assert urlsplit(arg("--backend-store-uri")).path == "/mlflow"
+    assert _on(arg("--artifacts-destination"), _named_volume_targets(mlflow, set(rendered["volumes"])))
+    allowed = arg("--allowed-hosts").split(",")
+    assert {"mlflow", "mlflow:5000"} <= set(allowed), "clients inside compose send Host: mlflow:5000"
+    assert arg("--host") == "0.0.0.0" and arg("--port") == "5000"
+
+
+def test_bento_serves_the_prediction_service(rendered):
+    bento = rendered["services"]["bento"]
+    assert _command(bento) == ["bentoml", "serve", "airloop.bento_service:PredictionService",
+                               "--host", "0.0.0.0", "--port", "3000"]
+    env = _env(bento)
+    assert env["BENTOML_CONTAINERIZED"] == "true" and env["OMP_NUM_THREADS"] == "1"
+    assert env["AIRLOOP_PREDICTION_STORE"].startswith("postgresql://")
+    assert bento["entrypoint"] == ["/usr/bin/dumb-init", "--"], "not the Airflow entrypoint"
+
+
+# -- volumes, images, healthchecks, ports -------------------------------------------------
+
+
+def test_named_volumes_are_declared_and_used(compose):
+    declared = set(compose.get("volumes") or {})
+    used = set()
+    for name, service in compose["services"].items():
+        for vol in service.get("volumes", []):
+            source = _mount_target(vol)[0]
+            if not source.startswith((".", "/")):
+                assert source in declared, f"{name} uses undeclared volume {source}"
+                used.add(source)
+            else:
+                assert (COMPOSE.parent / source).exists(), f"{name} bind-mounts missing {source}"
+    assert used == declared, f"declared but unused: {declared - used}"
+
+
+def test_state_lives_on_named_volumes(rendered):
+    """What must survive a container: the data, the DVC remote, reports, Bentos, the spill files."""
+    declared = set(rendered["volumes"])
+    image_env = dockerfile_env()
+    needs = {
+        "airflow-worker": ["AIRLOOP_HOME", "AIRLOOP_DVC_REMOTE", "AIRLOOP_REPORTS_DIR", "BENTOML_HOME"],
+        "bento": ["BENTOML_HOME"],
+    }
+    for name, keys in needs.items():
+        service = rendered["services"][name]
+        env = {**image_env, **_env(service)}
+        targets = _named_volume_targets(service, declared)
+        for key in keys:
+            assert _on(env[key], targets), f"{name}: {key}={env[key]} is not on a named volume"
+    bento = rendered["services"]["bento"]
+    home = {**image_env, **_env(bento)}["AIRLOOP_HOME"]
+    assert _on(f"{home}/predictions", _named_volume_targets(bento, declared)), "prediction log spills"
+    # Scaled workers share one copy of the data: every Airflow service mounts the same volumes.
+    mounts = {n: sorted(map(str, rendered["services"][n]["volumes"])) for n in AIRFLOW_SERVICES}
+    assert len({tuple(m) for m in mounts.values()}) == 1
+
+
+def test_one_image_for_every_airloop_service(rendered):
+    built = {n: s for n, s in rendered["services"].items() if "build" in s}
+    assert set(built) == {*AIRFLOW_SERVICES, "mlflow", "bento"}
+    assert len({(s["image"], str(s["build"])) for s in built.values()}) == 1
+    image = next(iter(built.values()))["image"]
+    for name, service in rendered["services"].items():
+        if name not in built:
+            assert service["image"] != image and ":" in service["image"], f"{name}: pin an image tag"
+            assert not service["image"].endswith(":latest"), name
 
 
 def test_every_long_running_service_has_a_healthcheck(compose):
@@ -47,41 +351,109 @@ def test_every_long_running_service_has_a_healthcheck(compose):
         if name.endswith("-init"):
             continue
         assert "healthcheck" in service, f"{name} has no healthcheck"
+        assert healthcheck_argv(service["healthcheck"]["test"]), name
 
 
-def test_depends_on_use_conditions(compose):
-    for name, service in compose["services"].items():
-        for dep, how in (service.get("depends_on") or {}).items():
-            assert dep in compose["services"], f"{name} depends on unknown service {dep}"
+def test_depends_on_use_conditions(rendered):
+    services = rendered["services"]
+    for name, service in services.items():
+        deps = service.get("depends_on") or {}
+        for dep, how in deps.items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
             assert "condition" in how, f"{name} -> {dep} has no condition"
+    # What a service needs at start-up is healthy first.
+    needs = {name: {"postgres", "redis"} for name in AIRFLOW_SERVICES}
+    needs.update({"mlflow": {"postgres"}, "bento": {"postgres", "redis", "mlflow"}})
+    for name, deps in needs.items():
+        for dep in deps:
+            how = (services[name].get("depends_on") or {}).get(dep, {})
+            assert how.get("condition") == "service_healthy", f"{name} must wait for {dep} to be healthy"
 
 
-def test_published_ports_bind_loopback(compose):
-    for name, service in compose["services"].items():
+def test_published_ports_bind_loopback(rendered):
+    published = set()
+    for name, service in rendered["services"].items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
-
-
-def test_named_volumes_are_declared(compose):
-    declared = set(compose.get("volumes") or {})
-    for name, service in compose["services"].items():
-        for vol in service.get("volumes", []):
-            source = str(vol).split(":", 1)[0]
-            if not source.startswith((".", "/")):
-                assert source in declared, f"{name} uses undeclared volume {source}"
+            published.add(name)
+    assert published == {"airflow-apiserver", "mlflow", "bento"}
 
 
 def test_env_example_has_no_real_secrets():
-    for line in (REPO_ROOT / ".env.example").read_text().splitlines():
+    for line in ENV_EXAMPLE.read_text().splitlines():
         if line and not line.startswith("#"):
             assert line.split("=", 1)[1] == "change-me", line
 
 
+# -- the Dockerfile -----------------------------------------------------------------------
+
+
 def test_dockerfile_uses_the_locked_airflow_and_lints_clean():
     locked = re.search(r"^apache-airflow==(\S+)$", (REPO_ROOT / "requirements.lock").read_text(), re.M)
-    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    dockerfile = DOCKERFILE.read_text()
     assert f"FROM apache/airflow:{locked.group(1)}-python3.11" in dockerfile
     assert "-c /opt/airloop/requirements.lock" in dockerfile
-    hadolint = shutil.which("hadolint") or str(Path(__import__("sys").executable).parent / "hadolint")
-    result = subprocess.run([hadolint, str(REPO_ROOT / "Dockerfile")], capture_output=True, text=True)
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_installs_nothing_unpinned():
+    for word, rest in dockerfile_instructions():
+        if word == "RUN" and "pip install" in rest:
+            assert "-c /opt/airloop/requirements.lock" in rest and "-r /opt/airloop/requirements.txt" in rest, rest
+            assert not re.search(r"pip install[^&]*\s(?!-)[A-Za-z][\w.-]*(\s|$)", rest.replace("--no-cache-dir", "")), rest
+
+
+def test_dockerfile_puts_the_project_in_place():
+    copies = {dest: src for src, dest in dockerfile_copies()}
+    for path in ("include", "dags", "plugins", "feature_repo"):
+        assert copies.get(f"/opt/airflow/{path}") == path, f"{path}/ is not copied to /opt/airflow/{path}"
+    for src in copies.values():
+        assert (REPO_ROOT / src).exists(), f"COPY source {src} does not exist"
+    env = dockerfile_env()
+    assert env["PYTHONPATH"] == "/opt/airflow/include"
+    assert env["AIRLOOP_MODELS_DIR"] == "/opt/airflow/include/models"
+    assert env["AIRLOOP_FEATURE_REPO"] == "/opt/airflow/feature_repo"
+    for key in ("BENTOML_DO_NOT_TRACK", "DVC_NO_ANALYTICS", "GX_ANALYTICS_ENABLED", "DO_NOT_TRACK"):
+        assert key in env, f"telemetry switch {key} missing"
+
+
+# -- the native rehearsal's translation (no process started) -------------------------------
+
+
+def test_native_translation_leaves_no_container_names_or_paths(tmp_path):
+    stack = NativeStack(tmp_path, db_prefix="rh_static").load()
+    names = set(stack.services)
+    for svc in stack.services.values():
+        values = [v for k, v in svc.env.items() if k not in __import__("os").environ or __import__("os").environ[k] != v]
+        for value in [*values, *svc.argv]:
+            for host, port, how in _hosts(value):
+                assert host not in names, f"{svc.name}: {how} left untranslated"
+            assert not re.search(r"(?<![\w/.-])/opt/", value), f"{svc.name}: container path left in {value}"
+    worker = stack.services["airflow-worker"].env
+    assert worker["AIRFLOW__CELERY__BROKER_URL"] == "redis://127.0.0.1:6379/11"
+    assert worker["AIRLOOP_FEAST_REDIS"] == "127.0.0.1:6379,db=12"
+    assert worker["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == "postgresql+psycopg2://postgres@127.0.0.1:5432/rh_static_airflow"
+    assert (Path(worker["AIRFLOW_HOME"]) / "dags").resolve() == REPO_ROOT / "dags"
+
+
+# -- Kubernetes: the Helm values ------------------------------------------------------------
+
+
+def test_helm_values_run_the_same_image_executor_and_environment(rendered):
+    values = yaml.safe_load(VALUES.read_text())
+    assert values["executor"] == "CeleryExecutor"
+    locked = re.search(r"^apache-airflow==(\S+)$", (REPO_ROOT / "requirements.lock").read_text(), re.M).group(1)
+    assert values["airflowVersion"] == locked
+    assert values["images"]["airflow"]["repository"] == rendered["services"]["airflow-worker"]["image"].split(":")[0]
+    env = {e["name"] for e in values["env"]} | {s["envName"] for s in values["secret"]}
+    assert set(AIRLOOP_ENV) | set(AIRLOOP_POSTGRES_ENV) <= env
+    mounts = {m["mountPath"] for m in values["volumeMounts"]}
+    image_env = dockerfile_env()
+    for key in ("AIRLOOP_HOME", "AIRLOOP_DVC_REMOTE", "AIRLOOP_REPORTS_DIR", "BENTOML_HOME"):
+        assert image_env[key] in mounts, f"{key} is not on a shared volume in Kubernetes"
+    auth = values["config"]["core"]
+    compose_env = _env(rendered["services"]["airflow-apiserver"])
+    assert auth["auth_manager"] == compose_env["AIRFLOW__CORE__AUTH_MANAGER"]
+    assert auth["simple_auth_manager_passwords_file"] == compose_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
