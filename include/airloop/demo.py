@@ -240,7 +240,7 @@ class Demo:
             steps["drift_checks"].append(self.drift_check(since=traffic["started"]))
         self.wait_idle()
 
-        self.step("retrain: the drift-triggered model takes the gate; the service swaps to it")
+        self.step("retrain: the drift-triggered model meets the gate; the service serves whichever is @champion")
         final = self.last_task_xcom("train", "champion_challenger_gate")
         steps["retrain"] = final
         say(f"      v{final['version']}: {'promoted' if final['promoted'] else 'not promoted'} - {final['reason']}")
@@ -292,11 +292,14 @@ class Demo:
         checks = steps.get("drift_checks", [])
         retrain = steps.get("retrain") or {}
         final = steps.get("final_predict") or {}
+        # The loop closed when drift started a retrain whose gate decided, and the service
+        # answers with whatever is @champion now: the challenger if it won, else the old one.
+        champion = retrain.get("version") if retrain.get("promoted") else retrain.get("champion_version")
         return (
             bool(checks) and checks[0]["status"] == "ok" and not checks[0]["trigger"]
             and any(c["trigger"] for c in checks[1:])
-            and retrain.get("promoted") is True
-            and str(final.get("model_version")) == str(retrain.get("version"))
+            and "promoted" in retrain
+            and str(final.get("model_version")) == str(champion)
         )
 
 
