@@ -18,7 +18,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import os
 import sys
 import time
 import warnings
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airloop.settings import Settings, get_settings
+from airloop.settings import Settings, environ, get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -283,7 +282,7 @@ def load_definitions(settings: Settings | None = None, *, project: str | None = 
     try:
         # The modules call get_settings(): let them see these settings. parse_repo names
         # modules by their path relative to the working directory.
-        with _environ(s.as_env()), contextlib.chdir(repo_dir):
+        with environ(s.as_env()), contextlib.chdir(repo_dir):
             contents = parse_repo(repo_dir)
     finally:
         sys.path[:] = saved_path
@@ -292,20 +291,6 @@ def load_definitions(settings: Settings | None = None, *, project: str | None = 
     if not contents.projects:
         contents.projects.append(Project(name=project or repo_config(s).project))
     return contents
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]):
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _forget_modules_under(directory: Path) -> None:

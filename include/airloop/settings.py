@@ -7,6 +7,7 @@ Redis and the MLflow server. Nothing here imports a heavy library.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -118,3 +119,22 @@ def ensure_dirs(settings: Settings | None = None) -> Settings:
     if "://" not in s.dvc_remote:
         Path(s.dvc_remote).mkdir(parents=True, exist_ok=True)
     return s
+
+
+@contextlib.contextmanager
+def environ(values: dict[str, str | None]):
+    """Set (or, with None, unset) environment variables for the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        _set_environ(values)
+        yield
+    finally:
+        _set_environ(saved)
+
+
+def _set_environ(values: dict[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

@@ -7,8 +7,9 @@ env file made from ``.env.example`` by ``docker/new_env.py``) and from the Docke
 
 - Infrastructure services (an ``image`` and no ``build``: postgres, redis) are the machine's
   own servers. Postgres gets fresh, uniquely named databases: the init scripts mounted into
-  ``/docker-entrypoint-initdb.d`` run against it. Redis db numbers are mapped to unused ones
-  (0 -> 11, 1 -> 12 by default), flushed before and after.
+  ``/docker-entrypoint-initdb.d`` run against it. Each Redis db number is mapped to a free one
+  (11, 12, ...: empty, and claimed with a lock file, so concurrent rehearsals never share a
+  broker), flushed before and after.
 - Every other service runs its compose command from the venv, as the image's entrypoint would:
   an Airflow subcommand gets ``airflow`` prepended, ``bash``/``python`` run as given, and an
   entrypoint ``dumb-init --`` is dropped. Its environment is the image's (base image + the
@@ -61,7 +62,11 @@ DUMB_INIT = ["/usr/bin/dumb-init", "--"]
 # Infrastructure services: the servers already running on this machine.
 INFRA_PORTS = {"postgres": 5432, "redis": 6379}
 NATIVE_PG_ROLE = "postgres"
-DEFAULT_REDIS_DBS = {0: 11, 1: 12}
+# Redis dbs a rehearsal may take, in order (14 and 15 belong to other tests and benchmarks).
+# Each is claimed with a lock file for the rehearsal's lifetime: two rehearsals at once (two
+# `make test` runs) must not share a Celery broker, or one's worker runs the other's tasks.
+REDIS_DB_POOL = (11, 12, 13, 10, 9, 8, 7, 6, 5, 4)
+REDIS_LOCK_DIR = Path(os.environ.get("TMPDIR", "/tmp"))
 # Healthchecks and start-up get this much more time than compose gives them: the machine is
 # shared (2 cores), and an Airflow CLI healthcheck alone takes seconds of CPU.
 MIN_HEALTHCHECK_TIMEOUT = 90
@@ -172,6 +177,12 @@ def _seconds(value, default: float) -> float:
     return total or default
 
 
+def _redis_client(db: int):
+    import redis
+
+    return redis.Redis(host="127.0.0.1", port=INFRA_PORTS["redis"], db=db)
+
+
 def _descendants(pid: int) -> list:
     import psutil
 
@@ -229,7 +240,9 @@ class NativeStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.env_file = self.workdir / ".env"
         self.overrides = dict(overrides or {})
-        self.redis_dbs = dict(redis_dbs or DEFAULT_REDIS_DBS)
+        self.redis_dbs = dict(redis_dbs or {})  # compose db -> native db; claimed lazily if empty
+        self._claim_redis = not redis_dbs
+        self._redis_locks: list = []
         self.db_prefix = db_prefix or f"rh_{secrets.token_hex(4)}"
         self.ports: dict[int, int] = {}
         self.databases: dict[str, str] = {}
@@ -291,9 +304,32 @@ class NativeStack:
             return self.databases.setdefault(name, f"{self.db_prefix}_{name}")
 
     def redis_db(self, number: int) -> int:
-        if number not in self.redis_dbs:
-            raise KeyError(f"compose uses Redis db {number}; give it a native db number (redis_dbs)")
-        return self.redis_dbs[number]
+        with self._lock:
+            if number not in self.redis_dbs:
+                if not self._claim_redis:
+                    raise KeyError(f"compose uses Redis db {number}; give it a native db number (redis_dbs)")
+                self.redis_dbs[number] = self._claim_free_redis_db()
+            return self.redis_dbs[number]
+
+    def _claim_free_redis_db(self) -> int:
+        import fcntl
+
+        taken = set(self.redis_dbs.values())
+        for db in REDIS_DB_POOL:
+            if db in taken:
+                continue
+            handle = open(REDIS_LOCK_DIR / f"airloop-rehearsal-redis-db{db}.lock", "w")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            if _redis_client(db).dbsize():  # in use without the lock (e.g. a stack left running)
+                handle.close()
+                continue
+            self._redis_locks.append(handle)
+            return db
+        raise RuntimeError(f"every Redis db of {REDIS_DB_POOL} is taken by other rehearsals")
 
     def path(self, container_path: str, svc: NativeService) -> Path:
         return svc.root / container_path.lstrip("/")
@@ -659,19 +695,26 @@ class NativeStack:
                 pass
 
     def cleanup(self) -> None:
-        """Drop the rehearsal's databases and flush its Redis dbs (after ``stop``)."""
+        """Drop the rehearsal's databases, flush and give back its Redis dbs (after ``stop``)."""
         import psycopg
 
-        with psycopg.connect(f"postgresql://{NATIVE_PG_ROLE}@127.0.0.1:5432/postgres", autocommit=True) as conn:
-            for db in sorted(set(self.databases.values())):
-                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        self.flush_redis()
+        try:
+            with psycopg.connect(f"postgresql://{NATIVE_PG_ROLE}@127.0.0.1:5432/postgres", autocommit=True) as conn:
+                for db in sorted(set(self.databases.values())):
+                    conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            self.flush_redis()
+        finally:
+            self.release()
 
     def flush_redis(self) -> None:
-        import redis
-
         for db in self.redis_dbs.values():
-            redis.Redis(host="127.0.0.1", port=INFRA_PORTS["redis"], db=db).flushdb()
+            _redis_client(db).flushdb()
+
+    def release(self) -> None:
+        """Give the claimed Redis dbs back (after ``cleanup``)."""
+        for handle in self._redis_locks:
+            handle.close()
+        self._redis_locks.clear()
 
 
 # -- Airflow's REST API v2 -------------------------------------------------------------------

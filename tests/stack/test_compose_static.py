@@ -423,7 +423,7 @@ def test_dockerfile_puts_the_project_in_place():
 
 
 def test_native_translation_leaves_no_container_names_or_paths(tmp_path):
-    stack = NativeStack(tmp_path, db_prefix="rh_static").load()
+    stack = NativeStack(tmp_path, db_prefix="rh_static", redis_dbs={0: 11, 1: 12}).load()
     names = set(stack.services)
     for svc in stack.services.values():
         values = [v for k, v in svc.env.items() if k not in __import__("os").environ or __import__("os").environ[k] != v]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -114,13 +113,10 @@ def world(tmp_path_factory, demo_spec):
     import pandas as pd
 
     home = tmp_path_factory.mktemp("monitor") / "airloop"
-    saved = {k: os.environ.get(k) for k in ("AIRLOOP_HOME", "MLFLOW_TRACKING_URI")}
-    os.environ["AIRLOOP_HOME"] = str(home)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
     from airloop import serve, train
-    from airloop.settings import ensure_dirs, get_settings
+    from airloop.settings import ensure_dirs, environ, get_settings
 
-    try:
+    with environ({"AIRLOOP_HOME": str(home), "MLFLOW_TRACKING_URI": None}):
         settings = ensure_dirs(get_settings())
         spec = demo_spec
         drift = datagen.Drift(DRIFT_START, 0.6)
@@ -153,12 +149,6 @@ def world(tmp_path_factory, demo_spec):
         finally:
             plog.close()
         yield World(settings, spec, version, columns, logged)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
