@@ -22,7 +22,7 @@ export GX_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 MLFLOW_PORT ?= 5000
 
-.PHONY: help install system-deps demo test test-fast up bench lint clean
+.PHONY: help install system-deps lock demo test test-fast up bench lint clean
 
 help:
 	@echo "make demo   - install, then run Airloop's main job on the embedded default"
@@ -40,13 +40,17 @@ system-deps:
 	  echo "installing Debian packages: docker-compose"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq docker-compose >/dev/null; }
 
-$(VENV)/.installed: requirements.txt requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: Airloop needs CPython 3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install --python $(BIN)/python -r requirements.txt -c requirements.lock
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements-dev.txt -c requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $@
+
+# Re-pin requirements.lock after editing requirements*.txt (keeps existing pins where possible).
+lock: $(VENV)/.installed
+	$(BIN)/uv pip compile requirements-dev.txt -o requirements.lock --python-version 3.11
 
 demo: install
 	$(BIN)/python -m airloop.demo

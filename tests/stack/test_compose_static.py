@@ -419,6 +419,30 @@ def test_dockerfile_puts_the_project_in_place():
         assert key in env, f"telemetry switch {key} missing"
 
 
+def test_build_context_leaves_out_state_and_secrets_but_not_the_project():
+    import fnmatch
+
+    patterns = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path.split("/")[0], p) for p in patterns)
+
+    for path in (".env", ".venv", ".airloop", ".git", "dags/__pycache__/x.pyc"):
+        assert ignored(path), f"{path} would be sent to the Docker build"
+    for src in {src for src, _ in dockerfile_copies()} | {"requirements.txt", "requirements.lock"}:
+        for part in src.split():
+            assert not ignored(part.rstrip("/")), f"COPY source {part} is excluded by .dockerignore"
+
+
+def test_image_installs_the_runtime_requirements_only():
+    runtime = (REPO_ROOT / "requirements.txt").read_text()
+    for tool in ("pytest", "ruff", "hadolint"):
+        assert not re.search(rf"^{tool}", runtime, re.M), f"{tool} belongs in requirements-dev.txt"
+    dev = (REPO_ROOT / "requirements-dev.txt").read_text()
+    assert "-r requirements.txt" in dev
+
+
 # -- the native rehearsal's translation (no process started) -------------------------------
 
 
