@@ -13,12 +13,21 @@ from __future__ import annotations
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
+from airloop.notifiers import AlertLogNotifier
 from airloop.orchestration import dag_kwargs
 from airloop.spec import ModelSpec, load_specs
 
 
 def build_monitor_dag(spec: ModelSpec):
     train_dag_id = spec.dag_id("train")
+
+    def release_trigger(context) -> None:
+        """The retrain did not start: forget the recorded trigger so the next check may retry."""
+        from airloop.monitor import forget_trigger
+
+        decision = context["ti"].xcom_pull(task_ids="apply_retrain_policy")
+        if decision and forget_trigger(spec, decision["report_id"]):
+            print(f"training was not triggered; trigger of {decision['report_id']} forgotten")
 
     @dag(
         **dag_kwargs(
@@ -84,6 +93,7 @@ def build_monitor_dag(spec: ModelSpec):
                 "drift_report_id": "{{ ti.xcom_pull(task_ids='apply_retrain_policy')['report_id'] }}",
             },
             retries=0,  # the policy already recorded this trigger; never start a second run
+            on_failure_callback=[AlertLogNotifier(title=f"{spec.name}: retrain not triggered"), release_trigger],
         )
         drift_is_real(decision) >> retrain
 

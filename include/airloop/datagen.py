@@ -58,8 +58,11 @@ _PEAK_HOURS = {11, 12, 13, 18, 19, 20}
 class Drift:
     """Distribution drift applied from ``start`` (inclusive) with ``strength`` in [0, 1].
 
-    Kitchens get slower and the platform starts serving farther addresses, so both the
-    features and the lateness they explain move.
+    Kitchens get slower and the platform starts serving farther addresses, so the features
+    move (data drift). At the same time it starts promising faster deliveries to nearby
+    addresses, so the same order is now late more often and distance matters in a new way:
+    the relation between features and lateness moves too (concept drift), which a model
+    trained before the change cannot follow and a retrained one can.
     """
 
     start: dt.date
@@ -127,7 +130,7 @@ def generate_orders(
     )
     travel = distance * rng.uniform(2.6, 3.4, n) + 4.0 * peak + rng.normal(0, 2.0, n)
     delivery = np.clip(prep + travel + rng.exponential(3.0, n), 5.0, None)
-    promised = np.round(34.0 + 3.2 * distance)
+    promised = np.round(34.0 - 25.0 * level + (3.2 + 3.0 * level) * distance)
 
     frame = pd.DataFrame(
         {

@@ -253,7 +253,26 @@ class Demo:
         ).json()
         steps["final_predict"] = answer
         say(f"      /predict now answers with v{answer['model_version']} (p(late) {answer['prediction']:.3f})")
+        triggered = [c for c in steps["drift_checks"] if c["trigger"]]
+        if triggered and final.get("promoted"):
+            steps["loop_timing"] = timing = self.loop_timing(triggered[-1])
+            say(f"      drift detected -> new model serving: {timing['wall_seconds']:.0f} s, of which task work "
+                f"{timing['work_seconds']:.0f} s and orchestration wait {timing['wait_seconds']:.0f} s "
+                f"({timing['wait_share']:.0%})")
         return self.summary
+
+    def loop_timing(self, check: dict) -> dict:
+        """Wall time from drift detected to the new model serving, split into work and wait."""
+        from airloop.timeline import loop_timeline, parse_time
+
+        monitor = self.stack.task_instances(self.dag("monitor"), check["run_id"])
+        train_run = next(r for r in self.stack.runs(self.dag("train"))
+                         if (r.get("conf") or {}).get("drift_report_id") == check["report_id"])
+        train = self.stack.task_instances(self.dag("train"), train_run["dag_run_id"])
+        package_run = next(r for r in self.stack.runs(self.dag("package"))
+                           if r.get("queued_at") and parse_time(r["queued_at"]) >= parse_time(train_run["start_date"]))
+        package = self.stack.task_instances(self.dag("package"), package_run["dag_run_id"])
+        return loop_timeline(monitor, train, package)
 
     def main(self) -> int:
         s = get_settings()
@@ -359,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--clean-days", type=int, default=14)
-    parser.add_argument("--drift-days", type=int, default=4)
+    parser.add_argument("--drift-days", type=int, default=5)
     parser.add_argument("--drift-strength", type=float, default=0.6)
     parser.add_argument("--orders-per-day", type=int, default=1500)
     parser.add_argument("--traffic", type=int, default=800, help="orders served per traffic wave")

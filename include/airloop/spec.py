@@ -74,6 +74,12 @@ class EstimatorSpec(_Strict):
 
 class SplitSpec(_Strict):
     holdout_days: int = Field(3, ge=1)
+    # The first days of data only fill the features' windows (a 7-day statistic is not yet a
+    # 7-day statistic); they are not trained on.
+    warmup_days: int = Field(0, ge=0)
+    # Weight each training row by 0.5 ** (age in days / half-life), age counted back from the
+    # newest training day; None weighs every day the same.
+    recency_half_life_days: float | None = Field(None, gt=0)
 
 
 class PromotionSpec(_Strict):

@@ -88,17 +88,21 @@ class TrainResult:
 # -- pure training -----------------------------------------------------------------------
 
 
-def time_split(frame: "pd.DataFrame", timestamp: str, holdout_days: int):
-    """Train on everything before the last ``holdout_days`` days; never shuffle across."""
+def time_split(frame: "pd.DataFrame", timestamp: str, holdout_days: int, warmup_days: int = 0):
+    """Train on everything before the last ``holdout_days`` days; never shuffle across.
+
+    Rows of the first ``warmup_days`` days of ``frame`` are left out of both.
+    """
     import pandas as pd
 
     ts = pd.to_datetime(frame[timestamp], utc=True)
     cutoff = ts.max().normalize() - pd.Timedelta(days=holdout_days - 1)
-    train, holdout = frame[ts < cutoff], frame[ts >= cutoff]
+    warm = ts.min().normalize() + pd.Timedelta(days=warmup_days)
+    train, holdout = frame[(ts >= warm) & (ts < cutoff)], frame[(ts >= warm) & (ts >= cutoff)]
     if train.empty or holdout.empty:
         raise ValueError(
-            f"need data before and after the holdout cutoff {cutoff:%Y-%m-%d}: "
-            f"{len(train)} training rows, {len(holdout)} holdout rows"
+            f"need data after the {warmup_days} warm-up day(s) and before the holdout cutoff "
+            f"{cutoff:%Y-%m-%d}: {len(train)} training rows, {len(holdout)} holdout rows"
         )
     return train.sort_values(timestamp), holdout.sort_values(timestamp)
 
@@ -139,9 +143,29 @@ def feature_columns(spec: "ModelSpec", frame: "pd.DataFrame") -> list[str]:
     return [c for c in frame.columns if c not in excluded]
 
 
+def recency_weights(spec: "ModelSpec", train: "pd.DataFrame"):
+    """Per-row sample weights from ``split.recency_half_life_days`` (None: unweighted).
+
+    After drift the newest days describe the world the model will serve; halving a day's
+    weight every half-life lets a few of them outweigh weeks of the old regime.
+    """
+    half_life = spec.split.recency_half_life_days
+    if half_life is None:
+        return None
+    import pandas as pd
+
+    days = pd.to_datetime(train[spec.dataset.timestamp], utc=True).dt.normalize()
+    age = (days.max() - days).dt.days.to_numpy()
+    return 0.5 ** (age / half_life)
+
+
 def fit(spec: "ModelSpec", train: "pd.DataFrame", columns: list[str]):
     model = make_estimator(spec)
-    model.fit(train[columns], train[spec.target])
+    weights = recency_weights(spec, train)
+    if weights is None:
+        model.fit(train[columns], train[spec.target])
+    else:
+        model.fit(train[columns], train[spec.target], sample_weight=weights)
     return model
 
 
@@ -252,6 +276,7 @@ def log_training_run(
                 "estimator_spec": json.dumps(spec.estimator.model_dump(by_alias=True), sort_keys=True),
                 "seed": spec.estimator.seed,
                 "holdout_days": spec.split.holdout_days,
+                "split_spec": json.dumps(spec.split.model_dump(), sort_keys=True),
                 "feature_service": spec.features.service,
                 "feature_columns": ",".join(columns),
                 "train_rows": len(train),
@@ -505,7 +530,7 @@ def train_model(
         raise ValueError(f"{spec.name}: no validated batches in the data window {start} .. {end}")
     orders = read_orders(spec, s.offline_dir, [v.batch for v in versions])
     frame = build_dataset(spec, orders, s)
-    train, holdout = time_split(frame, "event_timestamp", spec.split.holdout_days)
+    train, holdout = time_split(frame, "event_timestamp", spec.split.holdout_days, spec.split.warmup_days)
     columns = feature_columns(spec, frame)
     model = fit(spec, train, columns)
     metrics = evaluate(spec, model, holdout[columns], holdout[spec.target])
@@ -594,8 +619,11 @@ def reproduce(spec: "ModelSpec", version: str, *, settings: Settings | None = No
         features.apply(scratch_settings)
         orders = read_orders(spec, scratch_settings.offline_dir, [b["batch"] for b in batches])
         frame = build_dataset(spec, orders, scratch_settings)
-    respec = spec.model_copy(update={"estimator": spec.estimator.model_validate(recorded)})
-    train, holdout = time_split(frame, "event_timestamp", respec.split.holdout_days)
+    update = {"estimator": spec.estimator.model_validate(recorded)}
+    if "split_spec" in run.data.params:
+        update["split"] = spec.split.model_validate(json.loads(run.data.params["split_spec"]))
+    respec = spec.model_copy(update=update)
+    train, holdout = time_split(frame, "event_timestamp", respec.split.holdout_days, respec.split.warmup_days)
     columns = feature_columns(respec, frame)
     model = fit(respec, train, columns)
     metrics = evaluate(respec, model, holdout[columns], holdout[respec.target])

@@ -34,7 +34,7 @@ from native import AirflowAPI, NativeStack  # noqa: E402
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(1800)]
 
 MODEL = "late_delivery"
-DAYS = 10
+DAYS = 11  # 7 warm-up days (the spec), then at least 1 training day and the 3-day holdout
 REASON = "rehearsal"
 
 

@@ -292,6 +292,21 @@ def test_no_trigger_while_training_is_active(world, checks, tmp_path):
     assert monitor.decide_and_record(spec, checks["drift2"], training_active=False, settings=settings).trigger
 
 
+def test_a_trigger_whose_retrain_did_not_start_is_forgotten(world, checks, tmp_path):
+    from airloop import monitor
+
+    settings = fresh_policy(world, tmp_path)
+    spec = variant(world.spec, consecutive_windows=1, cooldown_hours=24 * 30)
+    first = monitor.decide_and_record(spec, checks["drift1"], training_active=False, settings=settings)
+    assert first.trigger
+    # Within the cooldown nothing triggers, unless the monitor DAG's trigger task failed and
+    # its failure callback forgot the trigger: then the next drift check may retry.
+    assert not monitor.decide_and_record(spec, checks["drift2"], training_active=False, settings=settings).trigger
+    assert monitor.forget_trigger(spec, checks["drift1"].report_id, settings=settings)
+    assert not monitor.forget_trigger(spec, checks["drift1"].report_id, settings=settings)
+    assert monitor.decide_and_record(spec, checks["drift2"], training_active=False, settings=settings).trigger
+
+
 def test_streak_rules_ok_breaks_quiet_windows_do_not(world, checks):
     from airloop import monitor
 

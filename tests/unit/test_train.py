@@ -14,7 +14,8 @@ import pytest
 from airloop import datagen
 
 pytestmark = pytest.mark.slow
-DAYS = [dt.date(2026, 9, 1) + dt.timedelta(days=i) for i in range(12)]
+# 7 warm-up days (the spec), 6 training days, 3 holdout days.
+DAYS = [dt.date(2026, 9, 1) + dt.timedelta(days=i) for i in range(16)]
 
 
 def _variant(spec, **params):
@@ -23,7 +24,7 @@ def _variant(spec, **params):
 
 @pytest.fixture(scope="module")
 def data_home(tmp_path_factory):
-    """A home with 12 ingested days and applied features, shared by the module."""
+    """A home with 16 ingested days and applied features, shared by the module."""
     home = tmp_path_factory.mktemp("train") / "airloop"
     saved = os.environ.get("AIRLOOP_HOME")
     os.environ["AIRLOOP_HOME"] = str(home)
@@ -56,7 +57,7 @@ def home(data_home, monkeypatch, tmp_path):
 def test_champion_challenger_rollback_and_reproduce(home, demo_spec):
     from airloop import train
 
-    medium = _variant(demo_spec, max_iter=15, max_depth=2, learning_rate=0.1)
+    medium = _variant(demo_spec, max_iter=8, max_depth=1, learning_rate=0.1)
     weak = _variant(demo_spec, max_iter=2, max_depth=1, learning_rate=0.1)
 
     first = train.train_model(medium, reason="bootstrap")
@@ -118,8 +119,24 @@ def test_rollback_with_nothing_before_is_a_clear_error(home, demo_spec):
 def test_too_little_data_for_a_holdout_is_a_clear_error(home, demo_spec):
     from airloop import train
 
-    with pytest.raises(ValueError, match="need data before and after the holdout cutoff"):
+    with pytest.raises(ValueError, match="need data after the 7 warm-up day.* and before the holdout cutoff"):
         train.train_model(demo_spec, start=DAYS[-2], end=DAYS[-1])
+
+
+def test_split_leaves_out_the_warm_up_and_weighs_recent_days_up(demo_spec):
+    import pandas as pd
+
+    from airloop import train
+
+    days = pd.date_range("2026-09-01", periods=12, freq="D", tz="UTC")
+    frame = pd.DataFrame({"event_timestamp": days.repeat(2), "was_late": [0, 1] * 12})
+    fit_on, holdout = train.time_split(frame, "event_timestamp", holdout_days=3, warmup_days=7)
+    assert fit_on["event_timestamp"].dt.day.unique().tolist() == [8, 9]
+    assert holdout["event_timestamp"].dt.day.unique().tolist() == [10, 11, 12]
+    weights = train.recency_weights(demo_spec, fit_on)  # half-life 2 days in the demo spec
+    assert weights.tolist() == pytest.approx([0.5 ** 0.5] * 2 + [1.0] * 2)
+    flat = demo_spec.model_copy(update={"split": demo_spec.split.model_copy(update={"recency_half_life_days": None})})
+    assert train.recency_weights(flat, fit_on) is None
 
 
 # -- MLflow tracking server on the machine's Postgres --------------------------------------

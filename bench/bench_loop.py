@@ -1,0 +1,64 @@
+"""The closed loop's wall time, from drift detected to the new model serving.
+
+    python -m bench.bench_loop [--summary PATH] [--json] [-- demo options]
+
+Runs the demo (``python -m airloop.demo``) in a temporary AIRLOOP_HOME, or reads the summary
+of a demo that already ran (``--summary .airloop/demo-summary.json``), and prints how the loop's
+wall time splits into task work and orchestration wait (see ``airloop.timeline``), per stage.
+Goal: orchestration wait under 25% of the loop's wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+GOAL_WAIT_SHARE = 0.25
+
+
+def run_demo(home: Path, demo_args: list[str]) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRLOOP_", "AIRFLOW_", "AIRFLOW__", "MLFLOW_"))}
+    env["AIRLOOP_HOME"] = str(home)
+    subprocess.run([sys.executable, "-m", "airloop.demo", *demo_args], env=env, check=False,
+                   stdout=subprocess.DEVNULL)
+    return json.loads((home / "demo-summary.json").read_text())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--summary", type=Path, help="a demo-summary.json to read instead of running the demo")
+    parser.add_argument("--json", action="store_true")
+    args, demo_args = parser.parse_known_args()
+    demo_args = [a for a in demo_args if a != "--"]
+    if args.summary:
+        summary = json.loads(args.summary.read_text())
+    else:
+        with tempfile.TemporaryDirectory(prefix="airloop-bench-loop-") as tmp:
+            summary = run_demo(Path(tmp) / "airloop", demo_args)
+    timing = summary.get("steps", {}).get("loop_timing")
+    if not timing:
+        print(f"the demo did not close the loop with a new champion: {summary.get('error') or summary['steps'].get('retrain')}")
+        return 1
+    if args.json:
+        print(json.dumps(timing, indent=2))
+        return 0
+    print(f"demo wall time {summary.get('wall_seconds')} s")
+    print(f"drift detected -> new model serving: {timing['wall_seconds']:.1f} s")
+    print(f"  task work            {timing['work_seconds']:7.1f} s")
+    for stage, seconds in timing["work_by_stage"].items():
+        print(f"    {stage:<18} {seconds:7.1f} s")
+    print(f"  orchestration wait   {timing['wait_seconds']:7.1f} s  ({timing['wait_share']:.0%}; goal < {GOAL_WAIT_SHARE:.0%}: "
+          f"{'met' if timing['wait_share'] < GOAL_WAIT_SHARE else 'missed'})")
+    print("  tasks (start .. end, UTC):")
+    for t in timing["tasks"]:
+        print(f"    {t['stage']:<8} {t['task_id']:<26} {t['start'][11:23]} .. {t['end'][11:23]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
