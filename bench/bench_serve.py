@@ -6,11 +6,14 @@ Targets, each measured with 1 and 8 concurrent clients sending single-row predic
 
 - ``in-process``: ``airloop.serve.lookup_and_predict`` called directly (Feast online lookup
   through the FeatureService + HistGradientBoosting predict), no HTTP; 8 clients = 8 threads.
-- ``fastapi``: a minimal plain FastAPI app under uvicorn (1 worker) doing the same lookup and
-  predict in a sync endpoint (FastAPI's thread pool), with the same pydantic request model;
-  no prediction log.
-- ``bento``: ``bentoml serve airloop.bento_service:PredictionService`` (1 worker, BentoML's
-  default of 1 thread for sync APIs), which also queues every prediction for the log.
+- ``fastapi``: a minimal plain FastAPI app under uvicorn doing the same lookup and predict in a
+  sync endpoint (FastAPI's thread pool), with the same pydantic request model; no prediction
+  log, no access log.
+- ``bento-t<N>``: ``bentoml serve airloop.bento_service:PredictionService`` with
+  ``AIRLOOP_SERVE_THREADS=N`` threads for the sync APIs (default 1, as BentoML's),
+  no access log; it also queues every prediction for the prediction log.
+
+Both servers run ``AIRLOOP_SERVE_WORKERS`` processes (default 1).
 
 HTTP clients are threads in this process using keep-alive ``http.client`` connections, so
 on a small machine the clients compete with the servers for CPU: compare ratios, not
@@ -268,7 +271,7 @@ def server_env(home: Path) -> dict:
 # --- main -----------------------------------------------------------------------------------------
 
 
-def measure(home: Path, seconds: float) -> dict:
+def measure(home: Path, seconds: float, bento_threads: list[int]) -> dict:
     os.environ["AIRLOOP_HOME"] = str(home)
     from airloop import features, serve
     from airloop.settings import get_settings
@@ -295,7 +298,8 @@ def measure(home: Path, seconds: float) -> dict:
     port = free_port()
     proc = start_server(
         [sys.executable, "-m", "uvicorn", "bench.bench_serve:fastapi_app", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1", "--log-level", "warning", "--no-access-log"],
+         "--port", str(port), "--workers", os.environ.get("AIRLOOP_SERVE_WORKERS", "1"), "--log-level", "warning",
+         "--no-access-log"],
         env, logs / "fastapi.log", (port, "/ready"),
     )
     try:
@@ -304,17 +308,20 @@ def measure(home: Path, seconds: float) -> dict:
     finally:
         stop_server(proc)
 
-    port = free_port()
-    proc = start_server(
-        [sys.executable, "-m", "bentoml", "serve", "airloop.bento_service:PredictionService",
-         "--host", "127.0.0.1", "--port", str(port)],
-        env, logs / "bento.log", (port, "/readyz"),
-    )
-    try:
-        for clients in CLIENTS:
-            results[f"bento/{clients}"] = run_load(http_call(port), clients, seconds, rows)
-    finally:
-        stop_server(proc)
+    for threads in bento_threads:
+        port = free_port()
+        proc = start_server(
+            [sys.executable, "-m", "bentoml", "serve", "airloop.bento_service:PredictionService",
+             "--host", "127.0.0.1", "--port", str(port)],
+            {**env, "AIRLOOP_SERVE_THREADS": str(threads), "AIRLOOP_SERVE_ACCESS_LOG": "false",
+             "AIRLOOP_SERVE_WORKERS": os.environ.get("AIRLOOP_SERVE_WORKERS", "1")},
+            logs / f"bento-{threads}.log", (port, "/readyz"),
+        )
+        try:
+            for clients in CLIENTS:
+                results[f"bento-t{threads}/{clients}"] = run_load(http_call(port), clients, seconds, rows)
+        finally:
+            stop_server(proc)
     logged = len(serve.read_predictions(model=spec, settings=settings))
     return {
         "seconds_per_run": seconds,
@@ -333,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, help="a prepared AIRLOOP_HOME to reuse (prepared if empty)")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per target and client count")
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--bento-threads", default="1,4",
+                        help="AIRLOOP_SERVE_THREADS values to measure the Bento with")
     args = parser.parse_args(argv)
 
     tmp = None
@@ -346,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_home(home)
         if not args.json:
             print(f"setup: {time.perf_counter() - started:.1f} s ({home})", flush=True)
-        result = measure(home, args.seconds)
+        result = measure(home, args.seconds, [int(t) for t in args.bento_threads.split(",")])
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -355,9 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{result['cpus']} CPUs, load average before {result['loadavg_before']} after {result['loadavg_after']}; "
           f"{args.seconds:g} s per run, single-row requests")
-    print(f"{'target/clients':<16} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'req/s':>8} {'n':>7} {'errors':>6}")
+    print(f"{'target/clients':<18} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'req/s':>8} {'n':>7} {'errors':>6}")
     for name, r in result["results"].items():
-        print(f"{name:<16} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['mean_ms']:>8.2f} "
+        print(f"{name:<18} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['mean_ms']:>8.2f} "
               f"{r['throughput_rps']:>8.1f} {r['requests']:>7} {r['errors']:>6}")
     print(f"bento predictions in the prediction log: {result['bento_predictions_logged']}")
     errors = sum(r["errors"] for r in result["results"].values())

@@ -170,6 +170,9 @@ def _setup_logging() -> None:
     name="airloop",
     labels={"airloop.model": _SPEC.name},
     traffic={"timeout": 60},
+    threads=_CONFIG.threads,
+    workers=_CONFIG.workers,
+    logging={"access": {"enabled": _CONFIG.access_log}},
 )
 class PredictionService:
     """Online predictions with the ``@champion`` model; see the module docstring."""

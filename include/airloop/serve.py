@@ -77,6 +77,11 @@ class ServeConfig:
 
     model: str | None = None  # AIRLOOP_SERVE_MODEL: spec name (default: the only spec)
     poll_seconds: float = 10.0  # AIRLOOP_SERVE_POLL_SECONDS: registry poll for @champion
+    # On 2 cores 1 thread served more requests/s than 4 (bench_serve); more may pay off where
+    # the online store is remote (Redis) and lookups wait on the network.
+    threads: int = 1  # AIRLOOP_SERVE_THREADS: concurrent sync requests per worker process
+    workers: int = 1  # AIRLOOP_SERVE_WORKERS: server processes
+    access_log: bool = True  # AIRLOOP_SERVE_ACCESS_LOG: one log line per request (the prediction log has them all)
     max_batch_rows: int = 1000  # AIRLOOP_SERVE_MAX_BATCH_ROWS: rows per /predict_batch
     max_body_bytes: int = 1_048_576  # AIRLOOP_SERVE_MAX_BODY_BYTES: request body cap (413)
     flush_seconds: float = 0.5  # AIRLOOP_PREDICTION_LOG_FLUSH_SECONDS: log write interval
@@ -87,6 +92,9 @@ class ServeConfig:
 _CONFIG_ENV = {
     "model": "AIRLOOP_SERVE_MODEL",
     "poll_seconds": "AIRLOOP_SERVE_POLL_SECONDS",
+    "threads": "AIRLOOP_SERVE_THREADS",
+    "workers": "AIRLOOP_SERVE_WORKERS",
+    "access_log": "AIRLOOP_SERVE_ACCESS_LOG",
     "max_batch_rows": "AIRLOOP_SERVE_MAX_BATCH_ROWS",
     "max_body_bytes": "AIRLOOP_SERVE_MAX_BODY_BYTES",
     "flush_seconds": "AIRLOOP_PREDICTION_LOG_FLUSH_SECONDS",
@@ -106,6 +114,11 @@ def serve_config() -> ServeConfig:
         default = getattr(defaults, name)
         if default is None:
             values[name] = raw
+            continue
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ServeConfigError(f"{env}={raw!r} is not true or false")
+            values[name] = raw.lower() in ("true", "1")
             continue
         try:
             value = type(default)(raw)

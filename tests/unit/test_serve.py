@@ -113,6 +113,14 @@ def test_serve_config_from_env(monkeypatch):
     monkeypatch.setenv("AIRLOOP_SERVE_MAX_BATCH_ROWS", "0")
     with pytest.raises(serve.ServeConfigError, match="must be positive"):
         serve.serve_config()
+    monkeypatch.setenv("AIRLOOP_SERVE_MAX_BATCH_ROWS", "50")
+    monkeypatch.setenv("AIRLOOP_SERVE_WORKERS", "2")
+    monkeypatch.setenv("AIRLOOP_SERVE_ACCESS_LOG", "False")
+    config = serve.serve_config()
+    assert (config.workers, config.threads, config.access_log) == (2, 1, False)
+    monkeypatch.setenv("AIRLOOP_SERVE_ACCESS_LOG", "off-ish")
+    with pytest.raises(serve.ServeConfigError, match="is not true or false"):
+        serve.serve_config()
 
 
 def check_prediction_log(settings: Settings, url: str, demo_spec) -> None:
