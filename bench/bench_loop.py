@@ -12,21 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
+from airloop.testing import run_demo
+
 GOAL_WAIT_SHARE = 0.25
-
-
-def run_demo(home: Path, demo_args: list[str]) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRLOOP_", "AIRFLOW_", "AIRFLOW__", "MLFLOW_"))}
-    env["AIRLOOP_HOME"] = str(home)
-    subprocess.run([sys.executable, "-m", "airloop.demo", *demo_args], env=env, check=False,
-                   stdout=subprocess.DEVNULL)
-    return json.loads((home / "demo-summary.json").read_text())
 
 
 def main() -> int:
@@ -39,7 +30,7 @@ def main() -> int:
         summary = json.loads(args.summary.read_text())
     else:
         with tempfile.TemporaryDirectory(prefix="airloop-bench-loop-") as tmp:
-            summary = run_demo(Path(tmp) / "airloop", demo_args)
+            _, summary = run_demo(Path(tmp) / "airloop", demo_args, quiet=True)
     timing = summary.get("steps", {}).get("loop_timing")
     if not timing:
         print(f"the demo did not close the loop with a new champion: {summary.get('error') or summary['steps'].get('retrain')}")

@@ -293,12 +293,13 @@ def measure(home: Path, seconds: float, bento_threads: list[int]) -> dict:
         results[f"in-process/{clients}"] = run_load(in_process, clients, seconds, rows)
 
     env = server_env(home)
+    workers = os.environ.get("AIRLOOP_SERVE_WORKERS", "1")  # both servers run this many processes
     logs = home / "bench-logs"
     logs.mkdir(exist_ok=True)
     port = free_port()
     proc = start_server(
         [sys.executable, "-m", "uvicorn", "bench.bench_serve:fastapi_app", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", os.environ.get("AIRLOOP_SERVE_WORKERS", "1"), "--log-level", "warning",
+         "--port", str(port), "--workers", workers, "--log-level", "warning",
          "--no-access-log"],
         env, logs / "fastapi.log", (port, "/ready"),
     )
@@ -314,7 +315,7 @@ def measure(home: Path, seconds: float, bento_threads: list[int]) -> dict:
             [sys.executable, "-m", "bentoml", "serve", "airloop.bento_service:PredictionService",
              "--host", "127.0.0.1", "--port", str(port)],
             {**env, "AIRLOOP_SERVE_THREADS": str(threads), "AIRLOOP_SERVE_ACCESS_LOG": "false",
-             "AIRLOOP_SERVE_WORKERS": os.environ.get("AIRLOOP_SERVE_WORKERS", "1")},
+             "AIRLOOP_SERVE_WORKERS": workers},
             logs / f"bento-{threads}.log", (port, "/readyz"),
         )
         try:

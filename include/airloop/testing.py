@@ -87,6 +87,18 @@ def run_dag(dag_id: str, conf: dict | None = None) -> DagRunResult:
     return DagRunResult(dag_id=dag_id, run_id=dag_run.run_id, state=str(dag_run.state), tasks=tasks)
 
 
+def run_demo(home: Path, args: list[str] = (), *, quiet: bool = False, timeout: float | None = None):
+    """``python -m airloop.demo`` in its own AIRLOOP_HOME, with none of this process's Airloop,
+    Airflow or MLflow settings. Returns the finished process and the demo's summary."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRLOOP_", "AIRFLOW_", "AIRFLOW__", "MLFLOW_"))}
+    env["AIRLOOP_HOME"] = str(home)
+    proc = subprocess.run(
+        [sys.executable, "-m", "airloop.demo", *args], env=env, text=True, timeout=timeout,
+        stdout=subprocess.DEVNULL if quiet else subprocess.PIPE, stderr=None if quiet else subprocess.PIPE,
+    )
+    return proc, json.loads((Path(home) / "demo-summary.json").read_text())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -97,8 +97,8 @@ def time_split(frame: "pd.DataFrame", timestamp: str, holdout_days: int, warmup_
 
     ts = pd.to_datetime(frame[timestamp], utc=True)
     cutoff = ts.max().normalize() - pd.Timedelta(days=holdout_days - 1)
-    warm = ts.min().normalize() + pd.Timedelta(days=warmup_days)
-    train, holdout = frame[(ts >= warm) & (ts < cutoff)], frame[(ts >= warm) & (ts >= cutoff)]
+    kept = ts >= ts.min().normalize() + pd.Timedelta(days=warmup_days)
+    train, holdout = frame[kept & (ts < cutoff)], frame[kept & (ts >= cutoff)]
     if train.empty or holdout.empty:
         raise ValueError(
             f"need data after the {warmup_days} warm-up day(s) and before the holdout cutoff "

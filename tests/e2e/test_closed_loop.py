@@ -9,10 +9,7 @@ better on the fresh holdout, promoted -> packaged -> the running service answers
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -24,15 +21,11 @@ CLEAN_DAYS, DRIFT_DAYS = 14, 5
 
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
+    from airloop.testing import run_demo
+
     home = tmp_path_factory.mktemp("loop") / "airloop"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRLOOP_", "AIRFLOW_", "AIRFLOW__", "MLFLOW_"))}
-    env["AIRLOOP_HOME"] = str(home)
-    proc = subprocess.run(
-        [sys.executable, "-m", "airloop.demo", "--clean-days", str(CLEAN_DAYS), "--drift-days", str(DRIFT_DAYS)],
-        env=env, capture_output=True, text=True, timeout=1700,
-    )
+    proc, summary = run_demo(home, ["--clean-days", str(CLEAN_DAYS), "--drift-days", str(DRIFT_DAYS)], timeout=1700)
     print(proc.stdout[-4000:])
-    summary = json.loads((home / "demo-summary.json").read_text())
     return proc, summary
 
 
