@@ -53,6 +53,7 @@ import warnings
 
 import anyio.to_thread
 import bentoml
+import feast  # noqa: F401  (imported before the warning filter below; see there)
 from starlette.responses import JSONResponse
 
 from airloop import serve
@@ -60,7 +61,9 @@ from airloop.settings import get_settings
 
 log = logging.getLogger("airloop.bento_service")
 
-# BentoML 1.4.39 reads ``model_fields`` on instances: pydantic >= 2.11 warns on every request.
+# BentoML 1.4.39 reads ``model_fields`` on request instances, which pydantic >= 2.11 warns
+# about on every request (two stderr lines each). Importing feast puts a catch-all "once"
+# DeprecationWarning filter at the front of the list, so this filter must come after it.
 warnings.filterwarnings("ignore", message=".*model_fields.*", category=DeprecationWarning)
 
 _CONFIG = serve.serve_config()
