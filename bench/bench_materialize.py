@@ -3,10 +3,16 @@
 For N entities it writes synthetic ``restaurant_stats`` parquet (one file per day) and measures,
 each in a fresh process, the wall time, rows/s and peak RSS growth of
 
-* ``feast``: ``airloop.features.materialize`` (the production path: daily chunks, latest row
-  per entity per chunk, bounded online write batches), and
+* ``feast``: ``airloop.features.materialize``, the production path: daily chunks, latest row
+  per entity per chunk, written with the stores' bulk write (``airloop.feast_online``) into
+  Feast's own online layout, which Feast then reads;
 * ``raw``: the same latest-per-entity rows read with pyarrow and written straight to the
-  store (one SQLite row / one Redis hash per entity), without Feast,
+  store in the layout Feast reads, without Feast: SQLite rows (entity key, feature name,
+  serialized value) in Feast's table, one Redis hash per entity with one field per feature;
+* ``raw-wide`` (SQLite only): one row per entity with one column per feature, the least any
+  write can do (Feast's SQLite layout has one row per entity *and feature*);
+* ``feast-stock`` (with ``--stock``): ``FeatureStore.materialize`` over the whole range,
+  Feast's own conversion and writes, for comparison;
 
 on SQLite and on Redis, for entities that appear once (``unique``) and entities repeated on
 ``--days`` consecutive days (``repeated``).
@@ -85,6 +91,23 @@ def run_feast(days: int, write_batch_size: int) -> dict:
             "rss_before": before, "peak": peak_rss_bytes()}
 
 
+def run_feast_stock(days: int, write_batch_size: int) -> dict:
+    from airloop import features
+    from airloop.settings import ensure_dirs
+
+    settings = ensure_dirs()
+    features.apply(settings)
+    store = features.get_store(settings, write_batch_size=write_batch_size)
+    start = dt.datetime.combine(DAY0, dt.time(), tzinfo=dt.timezone.utc)
+    end = start + dt.timedelta(days=days)
+    before = rss_bytes()
+    started = time.perf_counter()
+    store.materialize(start, end)
+    seconds = time.perf_counter() - started
+    rows = len(latest_per_entity(features.restaurant_stats_dir(settings)))
+    return {"seconds": seconds, "rows": rows, "chunks": 1, "rss_before": before, "peak": peak_rss_bytes()}
+
+
 def latest_per_entity(stats_dir: Path):
     import pyarrow.dataset as ds
 
@@ -93,6 +116,43 @@ def latest_per_entity(stats_dir: Path):
 
 
 def run_raw_sqlite(stats_dir: Path, db_path: Path, batch: int) -> dict:
+    """Feast's SQLite layout: a row per entity and feature, keyed by the serialized entity key."""
+    import sqlite3
+    import struct
+
+    before = rss_bytes()
+    started = time.perf_counter()
+    latest = latest_per_entity(stats_dir)
+    conn = sqlite3.connect(db_path)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS stats (entity_key BLOB, feature_name TEXT, value BLOB, value_text TEXT, "
+        "vector_value BLOB, event_ts timestamp, created_ts timestamp, PRIMARY KEY(entity_key, feature_name))"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS stats_ek ON stats (entity_key)")
+    sql = (
+        "INSERT INTO stats (entity_key, feature_name, value, value_text, event_ts, created_ts) "
+        "VALUES (?, ?, ?, ?, ?, NULL) ON CONFLICT(entity_key, feature_name) DO UPDATE SET "
+        "value = excluded.value, value_text = excluded.value_text, event_ts = excluded.event_ts"
+    )
+    prefix = struct.pack("<III", 1, 2, len("restaurant_id")) + b"restaurant_id" + struct.pack("<II", 4, 8)
+    stamps = (latest["event_timestamp"].astype("int64") // 10**9).to_numpy()
+    with conn:
+        for lo in range(0, len(latest), batch):
+            part = latest.iloc[lo : lo + batch]
+            keys = [prefix + struct.pack("<q", e) for e in part["restaurant_id"].tolist()]
+            columns = {f: part[f].tolist() for f in FEATURES}
+            ts = stamps[lo : lo + batch].tolist()
+            conn.executemany(sql, (
+                (key, f, struct.pack("<d", columns[f][i]), str(columns[f][i]), ts[i])
+                for i, key in enumerate(keys) for f in FEATURES
+            ))
+    conn.close()
+    return {"seconds": time.perf_counter() - started, "rows": len(latest), "chunks": 1,
+            "rss_before": before, "peak": peak_rss_bytes()}
+
+
+def run_raw_wide_sqlite(stats_dir: Path, db_path: Path, batch: int) -> dict:
+    """One row per entity, one column per feature."""
     import sqlite3
 
     before = rss_bytes()
@@ -150,8 +210,11 @@ def child(args) -> None:
     settings = get_settings()
     if args.path == "feast":
         out = run_feast(args.days, args.write_batch_size)
+    elif args.path == "feast-stock":
+        out = run_feast_stock(args.days, args.write_batch_size)
     elif args.store == "sqlite":
-        out = run_raw_sqlite(restaurant_stats_dir(settings), settings.home / "raw.db", args.write_batch_size)
+        run = run_raw_wide_sqlite if args.path == "raw-wide" else run_raw_sqlite
+        out = run(restaurant_stats_dir(settings), settings.home / "raw.db", args.write_batch_size)
     else:
         out = run_raw_redis(restaurant_stats_dir(settings), args.redis, args.write_batch_size)
     print(json.dumps(out))
@@ -190,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stores", default="sqlite,redis")
     parser.add_argument("--write-batch-size", type=int, default=10_000)
     parser.add_argument("--redis", default="127.0.0.1:6379,db=14")
+    parser.add_argument("--stock", action="store_true", help="also time FeatureStore.materialize")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -199,22 +263,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     print(f"entities={args.entities:,} write_batch_size={args.write_batch_size:,} repeated_days={args.days}")
-    print(f"{'case':9} {'store':6} {'path':5} {'rows':>10} {'chunks':>6} {'wall s':>8} {'rows/s':>9} "
-          f"{'peak RSS +MiB':>13} {'feast/raw':>9}")
+    print(f"{'case':9} {'store':6} {'path':11} {'rows':>10} {'chunks':>6} {'wall s':>8} {'rows/s':>9} "
+          f"{'peak RSS +MiB':>13} {'vs raw':>9} {'vs wide':>10}")
     with tempfile.TemporaryDirectory(prefix="airloop-bench-") as tmp:
         for case in args.cases.split(","):
             days = 1 if case == "unique" else args.days
             home = Path(tmp) / case
             write_stats(home / "offline" / "restaurant_stats", args.entities, days)
             for store in args.stores.split(","):
-                results = {path: measure(home, store, path, days, args) for path in ("raw", "feast")}
+                paths = ["raw", "feast"] + (["raw-wide"] if store == "sqlite" else []) + (["feast-stock"] if args.stock else [])
+                results = {path: measure(home, store, path, days, args) for path in paths}
                 for path, r in results.items():
                     growth = (r["peak"] - r["rss_before"]) / 2**20
-                    ratio = results["feast"]["seconds"] / results["raw"]["seconds"]
+                    ratio = r["seconds"] / results["raw"]["seconds"]
+                    wide = r["seconds"] / results["raw-wide"]["seconds"] if "raw-wide" in results else None
                     print(
-                        f"{case:9} {store:6} {path:5} {r['rows']:>10,} {r['chunks']:>6} {r['seconds']:>8.1f} "
-                        f"{r['rows'] / r['seconds']:>9,.0f} {growth:>13,.0f} "
-                        f"{ratio if path == 'feast' else 1:>9.2f}",
+                        f"{case:9} {store:6} {path:11} {r['rows']:>10,} {r['chunks']:>6} {r['seconds']:>8.1f} "
+                        f"{r['rows'] / r['seconds']:>9,.0f} {growth:>13,.0f} {ratio:>9.2f} "
+                        f"{'' if wide is None else f'{wide:.2f}':>10}",
                         flush=True,
                     )
     if "redis" in args.stores:

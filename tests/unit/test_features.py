@@ -105,7 +105,9 @@ def test_feature_store_yaml_is_valid_for_the_cli_and_matches_get_store(history):
 def test_store_config_embedded_default(history):
     config = features.get_store(history).config
     assert config.offline_store.type == "file"
-    assert config.online_store.type == "sqlite" and config.online_store.path == history.feast_online_store
+    # Feast's SQLite store with a bulk write for materialization (airloop.feast_online).
+    assert config.online_store.type == "airloop.feast_online.BulkSqliteOnlineStore"
+    assert config.online_store.path == history.feast_online_store
     assert config.registry.registry_type == "file" and config.registry.path == history.feast_registry
     # Bounded materialization: latest row per entity, bounded write batches.
     assert config.materialization_config.pull_latest_features is True
@@ -123,7 +125,8 @@ def test_store_config_from_service_settings(tmp_path):
     config = features.repo_config(settings, write_batch_size=500)
     assert config.registry.registry_type == "sql"
     assert config.registry.path == "postgresql+psycopg://feast:pw@db:5432/feast"
-    assert config.online_store.type == "redis" and config.online_store.connection_string == "redis:6379,db=1"
+    assert config.online_store.type == "airloop.feast_online.BulkRedisOnlineStore"
+    assert config.online_store.connection_string == "redis:6379,db=1"
     assert config.offline_store.type == "file"
     assert config.materialization_config.online_write_batch_size == 500
     url = make_settings(tmp_path, AIRLOOP_FEAST_REDIS="redis://:secret@cache:6380/2")
@@ -361,7 +364,9 @@ def services(history, tmp_path):
 @pytest.mark.services
 def test_redis_and_sql_registry(services, demo_spec):
     config = features.get_store(services).config
-    assert (config.online_store.type, config.registry.registry_type) == ("redis", "sql")
+    assert (config.online_store.type, config.registry.registry_type) == (
+        "airloop.feast_online.BulkRedisOnlineStore", "sql"
+    )
     assert features.apply(services) is True
     assert features.apply(services) is False
     check_materialize_and_serve(services, demo_spec, days_per_chunk=7)

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from airloop.testing import BentoServer, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "airloop.bento_service:PredictionService"
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 DAYS = 10
 ORDERS_PER_DAY = 600
 UNKNOWN = 999_999
@@ -193,20 +191,6 @@ def test_watcher_without_a_champion_is_not_ready(settings, demo_spec):
     with pytest.raises(serve.NotReady, match="no servable @champion model for 'late_delivery' yet.*no @champion alias"):
         watcher.get()
     assert watcher.status()["model_version"] is None
-
-
-@pytest.fixture
-def pg_database():
-    """A throw-away Postgres database; yields its SQLAlchemy URL."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"airloop_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.services
