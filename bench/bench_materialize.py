@@ -76,36 +76,28 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def run_feast(days: int, write_batch_size: int) -> dict:
+def run_feast(days: int, write_batch_size: int, stock: bool = False) -> dict:
+    """``airloop.features.materialize``, or with ``stock`` Feast's own ``FeatureStore.materialize``."""
     from airloop import features
     from airloop.settings import ensure_dirs
 
     settings = ensure_dirs()
     features.apply(settings)
-    end = dt.datetime.combine(DAY0 + dt.timedelta(days=days), dt.time(), tzinfo=dt.timezone.utc)
-    before = rss_bytes()
-    started = time.perf_counter()
-    result = features.materialize(end, settings, write_batch_size=write_batch_size)
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": result.rows, "chunks": sum(1 for c in result.chunks if c.rows),
-            "rss_before": before, "peak": peak_rss_bytes()}
-
-
-def run_feast_stock(days: int, write_batch_size: int) -> dict:
-    from airloop import features
-    from airloop.settings import ensure_dirs
-
-    settings = ensure_dirs()
-    features.apply(settings)
-    store = features.get_store(settings, write_batch_size=write_batch_size)
     start = dt.datetime.combine(DAY0, dt.time(), tzinfo=dt.timezone.utc)
     end = start + dt.timedelta(days=days)
+    store = features.get_store(settings, write_batch_size=write_batch_size) if stock else None
     before = rss_bytes()
     started = time.perf_counter()
-    store.materialize(start, end)
+    if stock:
+        store.materialize(start, end)
+    else:
+        result = features.materialize(end, settings, write_batch_size=write_batch_size)
     seconds = time.perf_counter() - started
-    rows = len(latest_per_entity(features.restaurant_stats_dir(settings)))
-    return {"seconds": seconds, "rows": rows, "chunks": 1, "rss_before": before, "peak": peak_rss_bytes()}
+    if stock:
+        rows, chunks = len(latest_per_entity(features.restaurant_stats_dir(settings))), 1
+    else:
+        rows, chunks = result.rows, sum(1 for c in result.chunks if c.rows)
+    return {"seconds": seconds, "rows": rows, "chunks": chunks, "rss_before": before, "peak": peak_rss_bytes()}
 
 
 def latest_per_entity(stats_dir: Path):
@@ -115,14 +107,21 @@ def latest_per_entity(stats_dir: Path):
     return frame.sort_values("event_timestamp").drop_duplicates("restaurant_id", keep="last")
 
 
-def run_raw_sqlite(stats_dir: Path, db_path: Path, batch: int) -> dict:
+def run_raw(stats_dir: Path, write) -> dict:
+    """Time reading the latest row per entity and ``write(latest)``, all without Feast."""
+    before = rss_bytes()
+    started = time.perf_counter()
+    latest = latest_per_entity(stats_dir)
+    write(latest)
+    return {"seconds": time.perf_counter() - started, "rows": len(latest), "chunks": 1,
+            "rss_before": before, "peak": peak_rss_bytes()}
+
+
+def write_sqlite_feast_layout(latest, db_path: Path, batch: int) -> None:
     """Feast's SQLite layout: a row per entity and feature, keyed by the serialized entity key."""
     import sqlite3
     import struct
 
-    before = rss_bytes()
-    started = time.perf_counter()
-    latest = latest_per_entity(stats_dir)
     conn = sqlite3.connect(db_path)
     conn.execute(
         "CREATE TABLE IF NOT EXISTS stats (entity_key BLOB, feature_name TEXT, value BLOB, value_text TEXT, "
@@ -147,17 +146,12 @@ def run_raw_sqlite(stats_dir: Path, db_path: Path, batch: int) -> dict:
                 for i, key in enumerate(keys) for f in FEATURES
             ))
     conn.close()
-    return {"seconds": time.perf_counter() - started, "rows": len(latest), "chunks": 1,
-            "rss_before": before, "peak": peak_rss_bytes()}
 
 
-def run_raw_wide_sqlite(stats_dir: Path, db_path: Path, batch: int) -> dict:
+def write_sqlite_wide(latest, db_path: Path, batch: int) -> None:
     """One row per entity, one column per feature."""
     import sqlite3
 
-    before = rss_bytes()
-    started = time.perf_counter()
-    latest = latest_per_entity(stats_dir)
     conn = sqlite3.connect(db_path)
     columns = ", ".join(f"{f} REAL" for f in FEATURES)
     conn.execute(
@@ -172,20 +166,20 @@ def run_raw_wide_sqlite(stats_dir: Path, db_path: Path, batch: int) -> dict:
             values = [part["restaurant_id"].tolist(), *(part[f].tolist() for f in FEATURES)]
             conn.executemany(sql, zip(*values, stamps[lo : lo + batch].tolist()))
     conn.close()
-    return {"seconds": time.perf_counter() - started, "rows": len(latest), "chunks": 1,
-            "rss_before": before, "peak": peak_rss_bytes()}
 
 
-def run_raw_redis(stats_dir: Path, redis_url: str, batch: int) -> dict:
+def redis_client(redis_url: str):
+    """A client for Feast's ``host:port,db=N`` connection string."""
     import redis
 
     host_port, _, options = redis_url.partition(",")
     host, _, port = host_port.partition(":")
     db = int(dict(o.split("=") for o in options.split(",") if o).get("db", 0))
-    client = redis.Redis(host=host, port=int(port or 6379), db=db)
-    before = rss_bytes()
-    started = time.perf_counter()
-    latest = latest_per_entity(stats_dir)
+    return redis.Redis(host=host, port=int(port or 6379), db=db)
+
+
+def write_redis(latest, client, batch: int) -> None:
+    """One hash per entity, one field per feature plus the timestamp."""
     stamps = latest["event_timestamp"].astype("int64").to_numpy()
     for lo in range(0, len(latest), batch):
         part = latest.iloc[lo : lo + batch]
@@ -196,8 +190,6 @@ def run_raw_redis(stats_dir: Path, redis_url: str, batch: int) -> dict:
                 mapping["_ts"] = int(stamps[lo + i])
                 pipe.hset(f"raw:restaurant_stats:{entity}", mapping=mapping)
             pipe.execute()
-    return {"seconds": time.perf_counter() - started, "rows": len(latest), "chunks": 1,
-            "rss_before": before, "peak": peak_rss_bytes()}
 
 
 def child(args) -> None:
@@ -208,25 +200,20 @@ def child(args) -> None:
     from airloop.settings import get_settings
 
     settings = get_settings()
-    if args.path == "feast":
-        out = run_feast(args.days, args.write_batch_size)
-    elif args.path == "feast-stock":
-        out = run_feast_stock(args.days, args.write_batch_size)
+    stats_dir, batch = restaurant_stats_dir(settings), args.write_batch_size
+    if args.path in ("feast", "feast-stock"):
+        out = run_feast(args.days, batch, stock=args.path == "feast-stock")
     elif args.store == "sqlite":
-        run = run_raw_wide_sqlite if args.path == "raw-wide" else run_raw_sqlite
-        out = run(restaurant_stats_dir(settings), settings.home / "raw.db", args.write_batch_size)
+        write = write_sqlite_wide if args.path == "raw-wide" else write_sqlite_feast_layout
+        out = run_raw(stats_dir, lambda latest: write(latest, settings.home / "raw.db", batch))
     else:
-        out = run_raw_redis(restaurant_stats_dir(settings), args.redis, args.write_batch_size)
+        client = redis_client(args.redis)
+        out = run_raw(stats_dir, lambda latest: write_redis(latest, client, batch))
     print(json.dumps(out))
 
 
 def flush_redis(redis_url: str) -> None:
-    import redis
-
-    host_port, _, options = redis_url.partition(",")
-    host, _, port = host_port.partition(":")
-    db = int(dict(o.split("=") for o in options.split(",") if o).get("db", 0))
-    redis.Redis(host=host, port=int(port or 6379), db=db).flushdb()
+    redis_client(redis_url).flushdb()
 
 
 def measure(home: Path, store: str, path: str, days: int, args) -> dict:

@@ -258,9 +258,10 @@ class BulkRedisOnlineStore(RedisOnlineStore):
         ts_field = f"_ts:{view}"
         project = config.project.encode("utf-8")
         client = self._get_client(online)
+        field_names = {f.name: _mmh3(f"{view}:{f.name}") for f in table.features}
         for batch in rows.to_batches(max_chunksize=batch_size):
             encoded = EncodedBatch(config, table, batch)
-            fields = [(_mmh3(f"{view}:{name}"), encoded.values[name]) for name, _ in encoded.features]
+            fields = [(field_names[name], encoded.values[name]) for name, _ in encoded.features]
             stamps = timestamp_protos(encoded.timestamps)
             with client.pipeline(transaction=False) as pipe:
                 for i, key in enumerate(encoded.keys):

@@ -460,12 +460,19 @@ def materialize(
             lower = end - fv.ttl
         else:
             raise ValueError(f"{fv.name} has no TTL and was never materialized: pass start")
-        for a, b in _plan_chunks(fv, list(_grid_intervals(lower, end, chunk)), max_rows_per_chunk):
+        dataset = _source_dataset(fv)
+        # Local parquet without renamed columns: read here, written by the store's bulk write.
+        bulk = (
+            dataset is not None and hasattr(online_store, "write_table")
+            and not fv.batch_source.field_mapping and not fv.stream_source
+        )
+        for a, b in _plan_chunks(fv, list(_grid_intervals(lower, end, chunk)), max_rows_per_chunk, dataset):
             chunk_started = time.perf_counter()
-            if hasattr(online_store, "write_table") and _bulk_readable(fv):
-                rows = online_store.write_table(store.config, fv, _latest_rows(fv, a, b), write_batch_size)
+            if bulk:
+                latest = _latest_rows(fv, dataset, a, b)
+                rows = online_store.write_table(store.config, fv, latest, write_batch_size) if latest is not None else 0
                 store.registry.apply_materialization(fv, store.project, a + tick, b)
-            elif (rows := _count_entities(fv, a, b)) == 0:
+            elif (rows := _count_entities(fv, dataset, a, b)) == 0:
                 store.registry.apply_materialization(fv, store.project, a + tick, b)
             else:
                 # Feast's bounds are inclusive on both ends: skip the row at `a`, already written.
@@ -527,9 +534,9 @@ def _grid_intervals(lower: dt.datetime, upper: dt.datetime, step: dt.timedelta):
         lower, cut = b, cut + step
 
 
-def _plan_chunks(fv, intervals: list, max_rows: int | None) -> list:
+def _plan_chunks(fv, intervals: list, max_rows: int | None, dataset) -> list:
     """Merge consecutive (a, b] intervals while their source rows fit in ``max_rows``."""
-    counts = _rows_per_interval(fv, intervals) if max_rows is not None else None
+    counts = _rows_per_interval(fv, intervals, dataset) if max_rows is not None else None
     if counts is None:
         return intervals
     merged, merged_rows = [], 0
@@ -565,12 +572,11 @@ def _between(fv, lower: dt.datetime, upper: dt.datetime):
     return (ts > pa.scalar(lower, unit)) & (ts <= pa.scalar(upper, unit))
 
 
-def _rows_per_interval(fv, intervals: list) -> list[int] | None:
+def _rows_per_interval(fv, intervals: list, dataset) -> list[int] | None:
     """Source rows in each of the contiguous (a, b] intervals, scanned in bounded batches."""
     import numpy as np
     import pyarrow as pa
 
-    dataset = _source_dataset(fv)
     if dataset is None:
         return None
     counts = np.zeros(len(intervals), dtype="int64")
@@ -584,38 +590,28 @@ def _rows_per_interval(fv, intervals: list) -> list[int] | None:
     return counts.tolist()
 
 
-def _bulk_readable(fv) -> bool:
-    """Whether :func:`_latest_rows` can read the view: local parquet, no renamed columns."""
-    source = fv.batch_source
-    return _source_dataset(fv) is not None and not source.field_mapping and not fv.stream_source
-
-
-def _latest_rows(fv, lower: dt.datetime, upper: dt.datetime, merge_rows: int = 1_000_000):
+def _latest_rows(fv, dataset, lower: dt.datetime, upper: dt.datetime, merge_rows: int = 1_000_000):
     """The newest source row of each entity stamped in (lower, upper], as an arrow table.
 
     What Feast's ``pull_latest_from_table_or_query`` returns for the same bounds: rows are
     ordered by event time, then created time, and each entity keeps its last one. The source
-    is scanned in batches folded into the running result about every ``merge_rows`` rows, so
-    memory follows the number of entities, not the number of source rows.
+    ``dataset`` is scanned in batches folded into the running result about every
+    ``merge_rows`` rows, so memory follows the number of entities, not the number of source
+    rows. None when the scan yields no batch.
     """
-    import pyarrow as pa
-
+    if not dataset.files:
+        return None
     source = fv.batch_source
     keys = [c.name for c in fv.entity_columns]
     order = [source.timestamp_field] + ([source.created_timestamp_column] if source.created_timestamp_column else [])
     columns = list(dict.fromkeys([*keys, *(f.name for f in fv.features), *order]))
-    dataset = _source_dataset(fv)
-    if not dataset.files:
-        return pa.table({c: pa.array([], pa.null()) for c in columns})
     latest, pending, pending_rows = None, [], 0
     for batch in dataset.to_batches(columns=columns, filter=_between(fv, lower, upper)):
         pending.append(batch)
         pending_rows += batch.num_rows
         if pending_rows >= merge_rows:
             latest, pending, pending_rows = _keep_last(latest, pending, keys, order), [], 0
-    if pending or latest is None:
-        latest = _keep_last(latest, pending, keys, order)
-    return latest if latest is not None else dataset.scanner(columns=columns).projected_schema.empty_table()
+    return _keep_last(latest, pending, keys, order) if pending else latest
 
 
 def _keep_last(latest, batches: list, keys: list[str], order: list[str]):
@@ -624,10 +620,9 @@ def _keep_last(latest, batches: list, keys: list[str], order: list[str]):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    tables = ([latest] if latest is not None else []) + ([pa.Table.from_batches(batches)] if batches else [])
-    if not tables:
-        return None
-    rows = pa.concat_tables(tables)  # no copy: only the winning rows are copied, by take()
+    pending = pa.Table.from_batches(batches)
+    # No copy: only the winning rows are copied, by take().
+    rows = pa.concat_tables([latest, pending]) if latest is not None else pending
     if rows.num_rows == 0:
         return rows
     order_by = pc.sort_indices(rows, sort_keys=[(k, "ascending") for k in [*keys, *order]])
@@ -639,9 +634,8 @@ def _keep_last(latest, batches: list, keys: list[str], order: list[str]):
     return rows.take(order_by.filter(pa.array(last)))
 
 
-def _count_entities(fv, lower: dt.datetime, upper: dt.datetime) -> int | None:
+def _count_entities(fv, dataset, lower: dt.datetime, upper: dt.datetime) -> int | None:
     """Distinct entities with a source row in (lower, upper] (None if not countable)."""
-    dataset = _source_dataset(fv)
     if dataset is None:
         return None
     if not dataset.files:
