@@ -1,6 +1,6 @@
 """Serving latency and throughput: the Bento vs. two baselines, in one run on one setup.
 
-    python -m bench.bench_serve [--home DIR] [--seconds 8] [--json]
+    python -m bench.bench_serve [--home DIR] [--seconds 10] [--rounds 5] [--json]
 
 Targets, each measured with 1 and 8 concurrent clients sending single-row predictions:
 
@@ -13,7 +13,9 @@ Targets, each measured with 1 and 8 concurrent clients sending single-row predic
   ``AIRLOOP_SERVE_THREADS=N`` threads for the sync APIs (default 1, as BentoML's),
   no access log; it also queues every prediction for the prediction log.
 
-Both servers run ``AIRLOOP_SERVE_WORKERS`` processes (default 1).
+Both servers run ``AIRLOOP_SERVE_WORKERS`` processes (default 1). All targets are measured
+in interleaved rounds (see :func:`measure`), so slow drift of the machine's speed hits them
+alike.
 
 HTTP clients are threads in this process using keep-alive ``http.client`` connections, so
 on a small machine the clients compete with the servers for CPU: compare ratios, not
@@ -39,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -112,11 +115,12 @@ def fastapi_app():
     spec = serve.serving_spec(settings=settings)
     store = features.get_store(settings)
     model = serve.load_model_version(spec, serve.champion_version(spec, settings), settings)
+    service = features.feature_service(spec, store)  # held, as the Bento's Predictor holds it
     Request = serve.request_model(spec)
     app = FastAPI()
 
     def predict(body):
-        scored = serve.lookup_and_predict(spec, [body.model_dump()], model, store)[0]
+        scored = serve.lookup_and_predict(spec, [body.model_dump()], model, store, service)[0]
         return {"prediction": scored.prediction, "model_version": scored.model_version, "request_id": scored.request_id}
 
     predict.__annotations__["body"] = Request  # a class built from the spec at run time
@@ -126,7 +130,7 @@ def fastapi_app():
     def ready() -> dict:
         return {"ok": True}
 
-    serve.lookup_and_predict(spec, request_rows(1), model, store)  # warm up like the Bento does
+    serve.lookup_and_predict(spec, request_rows(1), model, store, service)  # warm up like the Bento does
     return app
 
 
@@ -147,12 +151,25 @@ def summarize(latencies: list[float], errors: int, wall: float) -> dict:
         "errors": errors,
         "p50_ms": round(_percentile(values, 0.50) * 1000, 3),
         "p99_ms": round(_percentile(values, 0.99) * 1000, 3),
+        "max_ms": round(values[-1] * 1000, 3) if values else None,
         "mean_ms": round(statistics.fmean(values) * 1000, 3) if values else None,
         "throughput_rps": round(len(values) / wall, 1) if wall else None,
     }
 
 
-def run_load(call, clients: int, seconds: float, rows: list[dict], warmup: float = 1.0) -> dict:
+@dataclass
+class Load:
+    """Latencies (seconds), errors and measured wall time, summed over rounds."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    wall: float = 0.0
+
+    def summary(self) -> dict:
+        return summarize(self.latencies, self.errors, self.wall)
+
+
+def run_load(call, clients: int, seconds: float, rows: list[dict], into: Load, warmup: float = 0.5) -> None:
     """``clients`` threads calling ``call(worker_state, row)`` back to back for ``seconds``."""
     stop_at = [float("inf")]  # set once every client has warmed up
     latencies: list[list[float]] = [[] for _ in range(clients)]
@@ -190,8 +207,9 @@ def run_load(call, clients: int, seconds: float, rows: list[dict], warmup: float
     stop_at[0] = started + seconds
     for t in threads:
         t.join()
-    wall = time.perf_counter() - started
-    return summarize([x for per in latencies for x in per], sum(errors), wall)
+    into.wall += time.perf_counter() - started
+    into.latencies.extend(x for per in latencies for x in per)
+    into.errors += sum(errors)
 
 
 def http_call(port: int, path: str = "/predict"):
@@ -271,7 +289,13 @@ def server_env(home: Path) -> dict:
 # --- main -----------------------------------------------------------------------------------------
 
 
-def measure(home: Path, seconds: float, bento_threads: list[int]) -> dict:
+def measure(home: Path, seconds: float, bento_threads: list[int], rounds: int) -> dict:
+    """Every target with 1 and 8 clients, in ``rounds`` interleaved slices of ``seconds / rounds``.
+
+    All servers are up at once (an idle one costs nothing) and each round visits every target
+    in a rotated order, so a machine that speeds up or slows down during the run shifts all
+    targets alike instead of skewing whichever ran at the time.
+    """
     os.environ["AIRLOOP_HOME"] = str(home)
     from airloop import features, serve
     from airloop.settings import get_settings
@@ -279,58 +303,58 @@ def measure(home: Path, seconds: float, bento_threads: list[int]) -> dict:
     settings = get_settings()
     spec = serve.serving_spec(settings=settings)
     rows = request_rows()
-    results: dict[str, dict] = {}
     load_before = os.getloadavg()
 
     store = features.get_store(settings)
     model = serve.load_model_version(spec, serve.champion_version(spec, settings), settings)
+    service = features.feature_service(spec, store)
 
     def in_process(state: dict, row: dict) -> bool:
-        serve.lookup_and_predict(spec, [row], model, store)
+        serve.lookup_and_predict(spec, [row], model, store, service)
         return True
-
-    for clients in CLIENTS:
-        results[f"in-process/{clients}"] = run_load(in_process, clients, seconds, rows)
 
     env = server_env(home)
     workers = os.environ.get("AIRLOOP_SERVE_WORKERS", "1")  # both servers run this many processes
     logs = home / "bench-logs"
     logs.mkdir(exist_ok=True)
-    port = free_port()
-    proc = start_server(
-        [sys.executable, "-m", "uvicorn", "bench.bench_serve:fastapi_app", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", workers, "--log-level", "warning",
-         "--no-access-log"],
-        env, logs / "fastapi.log", (port, "/ready"),
-    )
+    targets = {"in-process": in_process}
+    servers: list[subprocess.Popen] = []
     try:
-        for clients in CLIENTS:
-            results[f"fastapi/{clients}"] = run_load(http_call(port), clients, seconds, rows)
-    finally:
-        stop_server(proc)
-
-    for threads in bento_threads:
         port = free_port()
-        proc = start_server(
-            [sys.executable, "-m", "bentoml", "serve", "airloop.bento_service:PredictionService",
-             "--host", "127.0.0.1", "--port", str(port)],
-            {**env, "AIRLOOP_SERVE_THREADS": str(threads), "AIRLOOP_SERVE_ACCESS_LOG": "false",
-             "AIRLOOP_SERVE_WORKERS": workers},
-            logs / f"bento-{threads}.log", (port, "/readyz"),
-        )
-        try:
-            for clients in CLIENTS:
-                results[f"bento-t{threads}/{clients}"] = run_load(http_call(port), clients, seconds, rows)
-        finally:
+        servers.append(start_server(
+            [sys.executable, "-m", "uvicorn", "bench.bench_serve:fastapi_app", "--factory", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", workers, "--log-level", "warning", "--no-access-log"],
+            env, logs / "fastapi.log", (port, "/ready"),
+        ))
+        targets["fastapi"] = http_call(port)
+        for threads in bento_threads:
+            port = free_port()
+            servers.append(start_server(
+                [sys.executable, "-m", "bentoml", "serve", "airloop.bento_service:PredictionService",
+                 "--host", "127.0.0.1", "--port", str(port)],
+                {**env, "AIRLOOP_SERVE_THREADS": str(threads), "AIRLOOP_SERVE_ACCESS_LOG": "false",
+                 "AIRLOOP_SERVE_WORKERS": workers},
+                logs / f"bento-{threads}.log", (port, "/readyz"),
+            ))
+            targets[f"bento-t{threads}"] = http_call(port)
+        loads = {f"{name}/{clients}": Load() for clients in CLIENTS for name in targets}
+        names = list(targets)
+        for clients in CLIENTS:
+            for i in range(rounds):
+                for name in names[i % len(names):] + names[: i % len(names)]:
+                    run_load(targets[name], clients, seconds / rounds, rows, loads[f"{name}/{clients}"])
+    finally:
+        for proc in servers:
             stop_server(proc)
     logged = len(serve.read_predictions(model=spec, settings=settings))
     return {
-        "seconds_per_run": seconds,
+        "seconds_per_target": seconds,
+        "rounds": rounds,
         "cpus": os.cpu_count(),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "bento_predictions_logged": logged,
-        "results": results,
+        "results": {name: load.summary() for name, load in loads.items()},
     }
 
 
@@ -339,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["OMP_NUM_THREADS"] = "1"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="a prepared AIRLOOP_HOME to reuse (prepared if empty)")
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per target and client count")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per target and client count")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved slices the seconds are split into")
     parser.add_argument("--json", action="store_true", help="print JSON only")
     parser.add_argument("--bento-threads", default="1,4",
                         help="AIRLOOP_SERVE_THREADS values to measure the Bento with")
@@ -356,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_home(home)
         if not args.json:
             print(f"setup: {time.perf_counter() - started:.1f} s ({home})", flush=True)
-        result = measure(home, args.seconds, [int(t) for t in args.bento_threads.split(",")])
+        result = measure(home, args.seconds, [int(t) for t in args.bento_threads.split(",")], args.rounds)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -364,10 +389,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     print(f"{result['cpus']} CPUs, load average before {result['loadavg_before']} after {result['loadavg_after']}; "
-          f"{args.seconds:g} s per run, single-row requests")
-    print(f"{'target/clients':<18} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8} {'req/s':>8} {'n':>7} {'errors':>6}")
+          f"{args.seconds:g} s per target in {args.rounds} interleaved rounds, single-row requests")
+    print(f"{'target/clients':<18} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'mean ms':>8} {'req/s':>8} {'n':>7} {'errors':>6}")
     for name, r in result["results"].items():
-        print(f"{name:<18} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['mean_ms']:>8.2f} "
+        print(f"{name:<18} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.1f} {r['mean_ms']:>8.2f} "
               f"{r['throughput_rps']:>8.1f} {r['requests']:>7} {r['errors']:>6}")
     print(f"bento predictions in the prediction log: {result['bento_predictions_logged']}")
     errors = sum(r["errors"] for r in result["results"].values())

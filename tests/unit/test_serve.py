@@ -115,7 +115,10 @@ def test_serve_config_from_env(monkeypatch):
     monkeypatch.setenv("AIRLOOP_SERVE_WORKERS", "2")
     monkeypatch.setenv("AIRLOOP_SERVE_ACCESS_LOG", "False")
     config = serve.serve_config()
-    assert (config.workers, config.threads, config.access_log) == (2, 1, False)
+    assert (config.workers, config.threads, config.access_log, config.predict_in_thread) == (2, 1, False, False)
+    monkeypatch.setenv("AIRLOOP_SERVE_PREDICT_IN_THREAD", "1")
+    monkeypatch.setenv("AIRLOOP_SERVE_TIMEOUT_SECONDS", "2.5")
+    assert (serve.serve_config().predict_in_thread, serve.serve_config().timeout_seconds) == (True, 2.5)
     monkeypatch.setenv("AIRLOOP_SERVE_ACCESS_LOG", "off-ish")
     with pytest.raises(serve.ServeConfigError, match="is not true or false"):
         serve.serve_config()
@@ -302,6 +305,32 @@ def post(server: BentoServer, path: str, payload=None, *, data: bytes | None = N
     import requests
 
     return requests.post(f"{server.url}{path}", json=payload, data=data, headers=headers, timeout=30)
+
+
+@pytest.mark.slow
+def test_predictor_holds_the_feature_service_between_registry_reads(demo, monkeypatch):
+    predictor = serve.Predictor(demo.spec, demo.settings, store=demo.store, poll_seconds=3600)
+    predictor.watcher.refresh()
+    rows = [row(r) for r in demo.restaurants[:3]]
+    expected = demo.expected(demo.champion, rows)
+    reads = []
+    real_read = demo.store.get_feature_service
+    monkeypatch.setattr(demo.store, "get_feature_service", lambda *a, **k: reads.append(1) or real_read(*a, **k))
+    first = predictor.predict(rows)
+    assert predictor.predict(rows)[0].prediction == first[0].prediction
+    assert len(reads) == 1  # one registry read for both requests
+
+    def registry_down(*args, **kwargs):
+        raise ConnectionError("registry unreachable")
+
+    fresh = serve.Predictor(demo.spec, demo.settings, store=demo.store, poll_seconds=3600)
+    fresh.watcher.refresh()
+    monkeypatch.setattr(demo.store, "get_feature_service", registry_down)
+    predictor._service_seconds = 0  # due for a re-read: it fails, the service read last keeps serving
+    assert [s.prediction for s in predictor.predict(rows)] == pytest.approx(expected)
+    with pytest.raises(serve.FeatureLookupError, match="registry unreachable") as err:
+        fresh.predict(rows)  # never read it: nothing to fall back on
+    assert err.value.status == 503
 
 
 @pytest.mark.slow
@@ -576,6 +605,8 @@ def test_server_logs_to_postgres_and_flushes_on_shutdown(demo, pg_database, tmp_
         demo.settings, tmp_path / "pg-server.log",
         AIRLOOP_PREDICTION_STORE=pg_database,
         AIRLOOP_PREDICTION_LOG_FLUSH_SECONDS="3600",  # nothing is written before shutdown but by feedback
+        AIRLOOP_SERVE_PREDICT_IN_THREAD="true",  # the other /predict path (the module server has the default)
+        AIRLOOP_SERVE_THREADS="2",
     )
     try:
         srv.start().wait_ready()
