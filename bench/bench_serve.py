@@ -9,9 +9,11 @@ Targets, each measured with 1 and 8 concurrent clients sending single-row predic
 - ``fastapi``: a minimal plain FastAPI app under uvicorn doing the same lookup and predict in a
   sync endpoint (FastAPI's thread pool), with the same pydantic request model; no prediction
   log, no access log.
-- ``bento-t<N>``: ``bentoml serve airloop.bento_service:PredictionService`` with
-  ``AIRLOOP_SERVE_THREADS=N`` threads for the sync APIs (default 1, as BentoML's),
-  no access log; it also queues every prediction for the prediction log.
+- ``bento``: ``bentoml serve airloop.bento_service:PredictionService`` as configured by
+  default (``/predict`` computes on the event loop) but without the access log; it also
+  queues every prediction for the prediction log.
+- ``bento-thread-t<N>`` (``--in-thread N``): the same with ``AIRLOOP_SERVE_PREDICT_IN_THREAD=true``
+  and ``AIRLOOP_SERVE_THREADS=N``, i.e. ``/predict`` in a thread pool of N threads.
 
 Both servers run ``AIRLOOP_SERVE_WORKERS`` processes (default 1). All targets are measured
 in interleaved rounds (see :func:`measure`), so slow drift of the machine's speed hits them
@@ -289,7 +291,7 @@ def server_env(home: Path) -> dict:
 # --- main -----------------------------------------------------------------------------------------
 
 
-def measure(home: Path, seconds: float, bento_threads: list[int], rounds: int) -> dict:
+def measure(home: Path, seconds: float, in_thread: list[int], rounds: int) -> dict:
     """Every target with 1 and 8 clients, in ``rounds`` interleaved slices of ``seconds / rounds``.
 
     All servers are up at once (an idle one costs nothing) and each round visits every target
@@ -327,16 +329,18 @@ def measure(home: Path, seconds: float, bento_threads: list[int], rounds: int) -
             env, logs / "fastapi.log", (port, "/ready"),
         ))
         targets["fastapi"] = http_call(port)
-        for threads in bento_threads:
+        bentos = {"bento": {}}
+        for threads in in_thread:
+            bentos[f"bento-thread-t{threads}"] = {"AIRLOOP_SERVE_PREDICT_IN_THREAD": "true", "AIRLOOP_SERVE_THREADS": str(threads)}
+        for name, extra in bentos.items():
             port = free_port()
             servers.append(start_server(
                 [sys.executable, "-m", "bentoml", "serve", "airloop.bento_service:PredictionService",
                  "--host", "127.0.0.1", "--port", str(port)],
-                {**env, "AIRLOOP_SERVE_THREADS": str(threads), "AIRLOOP_SERVE_ACCESS_LOG": "false",
-                 "AIRLOOP_SERVE_WORKERS": workers},
-                logs / f"bento-{threads}.log", (port, "/readyz"),
+                {**env, "AIRLOOP_SERVE_ACCESS_LOG": "false", "AIRLOOP_SERVE_WORKERS": workers, **extra},
+                logs / f"{name}.log", (port, "/readyz"),
             ))
-            targets[f"bento-t{threads}"] = http_call(port)
+            targets[name] = http_call(port)
         loads = {f"{name}/{clients}": Load() for clients in CLIENTS for name in targets}
         names = list(targets)
         for clients in CLIENTS:
@@ -366,8 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per target and client count")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved slices the seconds are split into")
     parser.add_argument("--json", action="store_true", help="print JSON only")
-    parser.add_argument("--bento-threads", default="1,4",
-                        help="AIRLOOP_SERVE_THREADS values to measure the Bento with")
+    parser.add_argument("--in-thread", default="1",
+                        help="also measure the Bento with /predict in a pool of N threads, for each N "
+                             "in this comma-separated list ('' for none)")
     args = parser.parse_args(argv)
 
     tmp = None
@@ -381,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_home(home)
         if not args.json:
             print(f"setup: {time.perf_counter() - started:.1f} s ({home})", flush=True)
-        result = measure(home, args.seconds, [int(t) for t in args.bento_threads.split(",")], args.rounds)
+        result = measure(home, args.seconds, [int(t) for t in args.in_thread.split(",") if t], args.rounds)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
