@@ -106,10 +106,12 @@ def request_rows(n: int = 500, seed: int = 1) -> list[dict]:
 # --- the FastAPI baseline ---------------------------------------------------------------------
 
 
-def fastapi_app():
-    """``uvicorn bench.bench_serve:fastapi_app --factory``: lookup + predict, nothing else."""
-    from fastapi import FastAPI
+def baseline_predictor():
+    """(spec, predict_one): the baselines' work, the same lookup + predict the Bento does.
 
+    ``predict_one(row)`` reads the row's online features through the FeatureService (held,
+    as the Bento's Predictor holds it) and predicts with the ``@champion`` model.
+    """
     from airloop import features, serve
     from airloop.settings import get_settings
 
@@ -117,12 +119,26 @@ def fastapi_app():
     spec = serve.serving_spec(settings=settings)
     store = features.get_store(settings)
     model = serve.load_model_version(spec, serve.champion_version(spec, settings), settings)
-    service = features.feature_service(spec, store)  # held, as the Bento's Predictor holds it
+    service = features.feature_service(spec, store)
+
+    def predict_one(row: dict):
+        return serve.lookup_and_predict(spec, [row], model, store, service)[0]
+
+    return spec, predict_one
+
+
+def fastapi_app():
+    """``uvicorn bench.bench_serve:fastapi_app --factory``: lookup + predict, nothing else."""
+    from fastapi import FastAPI
+
+    from airloop import serve
+
+    spec, predict_one = baseline_predictor()
     Request = serve.request_model(spec)
     app = FastAPI()
 
     def predict(body):
-        scored = serve.lookup_and_predict(spec, [body.model_dump()], model, store, service)[0]
+        scored = predict_one(body.model_dump())
         return {"prediction": scored.prediction, "model_version": scored.model_version, "request_id": scored.request_id}
 
     predict.__annotations__["body"] = Request  # a class built from the spec at run time
@@ -132,7 +148,7 @@ def fastapi_app():
     def ready() -> dict:
         return {"ok": True}
 
-    serve.lookup_and_predict(spec, request_rows(1), model, store, service)  # warm up like the Bento does
+    predict_one(request_rows(1)[0])  # warm up like the Bento does
     return app
 
 
@@ -299,20 +315,15 @@ def measure(home: Path, seconds: float, in_thread: list[int], rounds: int) -> di
     targets alike instead of skewing whichever ran at the time.
     """
     os.environ["AIRLOOP_HOME"] = str(home)
-    from airloop import features, serve
+    from airloop import serve
     from airloop.settings import get_settings
 
-    settings = get_settings()
-    spec = serve.serving_spec(settings=settings)
     rows = request_rows()
     load_before = os.getloadavg()
-
-    store = features.get_store(settings)
-    model = serve.load_model_version(spec, serve.champion_version(spec, settings), settings)
-    service = features.feature_service(spec, store)
+    spec, predict_one = baseline_predictor()
 
     def in_process(state: dict, row: dict) -> bool:
-        serve.lookup_and_predict(spec, [row], model, store, service)
+        predict_one(row)
         return True
 
     env = server_env(home)
@@ -350,7 +361,7 @@ def measure(home: Path, seconds: float, in_thread: list[int], rounds: int) -> di
     finally:
         for proc in servers:
             stop_server(proc)
-    logged = len(serve.read_predictions(model=spec, settings=settings))
+    logged = len(serve.read_predictions(model=spec, settings=get_settings()))
     return {
         "seconds_per_target": seconds,
         "rounds": rounds,
