@@ -116,6 +116,9 @@ def test_serve_config_from_env(monkeypatch):
     monkeypatch.setenv("AIRLOOP_SERVE_ACCESS_LOG", "False")
     config = serve.serve_config()
     assert (config.workers, config.threads, config.access_log, config.predict_in_thread) == (2, 1, False, False)
+    assert config.trace_predict is False
+    monkeypatch.setenv("AIRLOOP_SERVE_TRACE_PREDICT", "true")
+    assert serve.serve_config().trace_predict is True
     monkeypatch.setenv("AIRLOOP_SERVE_PREDICT_IN_THREAD", "1")
     monkeypatch.setenv("AIRLOOP_SERVE_TIMEOUT_SECONDS", "2.5")
     assert (serve.serve_config().predict_in_thread, serve.serve_config().timeout_seconds) == (True, 2.5)
@@ -433,16 +436,21 @@ def test_bad_request_through_the_bentoml_client(server):
 
 
 @pytest.mark.slow
-def test_bentoml_endpoints_stay_available(server, demo):
+def test_bentoml_endpoints_stay_available(server, demo, issued):
     import requests
 
     for path in ("/healthz", "/livez", "/readyz"):
         assert requests.get(f"{server.url}{path}", timeout=10).status_code == 200, path
     metrics = requests.get(f"{server.url}/metrics", timeout=10).text
     assert 'endpoint="/predict"' in metrics and "bentoml_service_request" in metrics
-    status = post(server, "/status").json()
-    assert status["model"] == "late_delivery" and status["last_error"] is None
-    assert status["prediction_log"]["failures"] == 0
+    status = post(server, "/status")
+    assert status.json()["model"] == "late_delivery" and status.json()["last_error"] is None
+    assert status.json()["prediction_log"]["failures"] == 0
+    # BentoML's request span (its id is this header) is skipped on the prediction routes only.
+    assert status.headers.get("X-BentoML-Request-ID")
+    predicted = post(server, "/predict", row(demo.restaurants[0]))
+    issued.append(predicted.json()["request_id"])
+    assert predicted.status_code == 200 and "X-BentoML-Request-ID" not in predicted.headers
 
 
 @pytest.mark.slow
@@ -607,10 +615,13 @@ def test_server_logs_to_postgres_and_flushes_on_shutdown(demo, pg_database, tmp_
         AIRLOOP_PREDICTION_LOG_FLUSH_SECONDS="3600",  # nothing is written before shutdown but by feedback
         AIRLOOP_SERVE_PREDICT_IN_THREAD="true",  # the other /predict path (the module server has the default)
         AIRLOOP_SERVE_THREADS="2",
+        AIRLOOP_SERVE_TRACE_PREDICT="true",
     )
     try:
         srv.start().wait_ready()
-        first = [post(srv, "/predict", row(r)).json() for r in demo.restaurants[:5]]
+        answers = [post(srv, "/predict", row(r)) for r in demo.restaurants[:5]]
+        assert all(a.headers.get("X-BentoML-Request-ID") for a in answers)  # traced on request
+        first = [a.json() for a in answers]
         assert post(srv, "/feedback", {"request_id": first[0]["request_id"], "label": 1}).status_code == 200
         later = post(srv, "/predict_batch", {"rows": [row(r) for r in demo.restaurants[:20]]}).json()["predictions"]
         assert post(srv, "/status").json()["prediction_log"]["pending"] == 20
