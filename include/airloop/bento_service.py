@@ -183,7 +183,6 @@ def _setup_logging() -> None:
     threads=_CONFIG.threads,
     workers=_CONFIG.workers,
     logging={"access": {"enabled": _CONFIG.access_log}},
-    # A tracing config of BentoML's own (BENTOML_CONFIG) overrides this.
     tracing={} if _CONFIG.trace_predict else {"excluded_urls": ["/predict$", "/predict_batch$"]},
 )
 class PredictionService:
