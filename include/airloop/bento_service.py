@@ -174,6 +174,12 @@ def _setup_logging() -> None:
         logger.propagate = False
 
 
+PREDICT_ROUTE = "/predict"
+PREDICT_BATCH_ROUTE = "/predict_batch"
+# Regexes matched against the request path by BentoML's OpenTelemetry middleware.
+_UNTRACED_URLS = [f"{route}$" for route in (PREDICT_ROUTE, PREDICT_BATCH_ROUTE)]
+
+
 @bentoml.service(
     name="airloop",
     labels={"airloop.model": _SPEC.name},
@@ -183,7 +189,7 @@ def _setup_logging() -> None:
     threads=_CONFIG.threads,
     workers=_CONFIG.workers,
     logging={"access": {"enabled": _CONFIG.access_log}},
-    tracing={} if _CONFIG.trace_predict else {"excluded_urls": ["/predict$", "/predict_batch$"]},
+    tracing={} if _CONFIG.trace_predict else {"excluded_urls": _UNTRACED_URLS},
 )
 class PredictionService:
     """Online predictions with the ``@champion`` model; see the module docstring."""
@@ -220,7 +226,7 @@ class PredictionService:
     def __is_ready__(self) -> bool:
         return self.predictor.ready
 
-    @bentoml.api(route="/predict", input_spec=PredictRequest, output_spec=serve.Prediction)
+    @bentoml.api(route=PREDICT_ROUTE, input_spec=PredictRequest, output_spec=serve.Prediction)
     async def predict(self, **row) -> serve.Prediction:
         """One prediction; unknown entities get ``features_missing: true`` (see module docs)."""
         try:
@@ -233,7 +239,7 @@ class PredictionService:
         except serve.ServeError as exc:
             return _error(exc.status, str(exc))
 
-    @bentoml.api(route="/predict_batch", input_spec=BatchRequest, output_spec=serve.BatchPrediction)
+    @bentoml.api(route=PREDICT_BATCH_ROUTE, input_spec=BatchRequest, output_spec=serve.BatchPrediction)
     def predict_batch(self, rows: list) -> serve.BatchPrediction:
         """Many predictions in one call, in row order, all with the same model version."""
         try:
