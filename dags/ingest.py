@@ -2,14 +2,17 @@
 
 Picks up new batches from the landing area, gates each one with the spec's Great Expectations
 suite, versions passing batches with DVC and publishes them to the offline source. A rejected
-batch is quarantined, its task fails with a summary of every failing expectation, and an alert
-fires; nothing downstream runs because no Asset event is emitted.
+batch is quarantined, its task fails with a summary of every failing expectation, an alert
+fires, and the run fails; it gets no Asset event, so nothing downstream ever reads it.
+
+The published batches of a run get one ``validated`` Asset event each, all emitted by one task
+when every batch is done: the features DAG then runs once per ingest run, not once per batch.
 """
 
 from __future__ import annotations
 
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 
 from airloop.notifiers import AlertLogNotifier
 from airloop.orchestration import asset_name, asset_uri, dag_kwargs
@@ -18,6 +21,8 @@ from airloop.spec import ModelSpec, load_specs
 
 def build_ingest_dag(spec: ModelSpec):
     validated = Asset(asset_name(spec, "validated"), uri=asset_uri(spec, "validated"))
+    # Through an alias, one task can emit several events (one per batch) for the same Asset.
+    validated_batches = AssetAlias(asset_name(spec, "validated_batches"))
 
     @dag(
         **dag_kwargs(
@@ -50,11 +55,10 @@ def build_ingest_dag(spec: ModelSpec):
             return [str(p) for p in paths]
 
         @task(
-            outlets=[validated],
             on_failure_callback=AlertLogNotifier(title=f"{spec.name}: batch rejected"),
             map_index_template="{{ batch_path.rsplit('/', 1)[-1] }}",
         )
-        def validate_and_publish(batch_path: str):
+        def validate_and_publish(batch_path: str) -> dict:
             from pathlib import Path
 
             from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -69,10 +73,31 @@ def build_ingest_dag(spec: ModelSpec):
             if result.already_ingested:
                 raise AirflowSkipException(f"{result.batch} is already versioned as {result.md5}")
             print(f"Data Docs: {result.data_docs}")
-            get_current_context()["outlet_events"][validated].extra = result.as_dict()
             return result.as_dict()
 
-        validate_and_publish.expand(batch_path=find_batches())
+        # all_done: the good batches of a run are announced even when another batch was rejected.
+        @task(outlets=[validated_batches], trigger_rule="all_done")
+        def announce_validated(published: list[dict]) -> list[str]:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            published = list(published)  # the batches that were rejected or skipped push nothing
+            if not published:
+                raise AirflowSkipException("no batch was published in this run")
+            events = get_current_context()["outlet_events"][validated_batches]
+            for result in published:
+                events.add(validated, extra=result)
+            return [result["batch"] for result in published]
+
+        # The last tasks succeed when only some batches were rejected; this one fails the run.
+        @task(trigger_rule="one_failed")
+        def fail_on_rejected_batch() -> None:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException("a batch was rejected or could not be ingested: see the failed tasks")
+
+        published = validate_and_publish.expand(batch_path=find_batches())
+        announce_validated(published)
+        published >> fail_on_rejected_batch()
 
     return ingest()
 

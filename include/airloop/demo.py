@@ -205,7 +205,9 @@ class Demo:
         say(f"      the corrected {self.clean_days[2]} batch is re-delivered and ingested by date")
         self.stack.trigger(self.dag("ingest"), conf={"batch_date": self.clean_days[2].isoformat()})
         self.wait_idle()
-        steps["ingest"] = {"alerts": [a["message"].splitlines()[0] for a in rejected]}
+        features_runs = len(self.stack.runs(self.dag("features")))
+        say(f"      {features_runs} features run(s) followed: one per ingest run that published batches")
+        steps["ingest"] = {"alerts": [a["message"].splitlines()[0] for a in rejected], "features_runs": features_runs}
 
         self.step("train: the first model registers, passes the floors and becomes @champion")
         self.unpause_and_run("train", conf={"reason": "bootstrap"})

@@ -66,3 +66,6 @@ def test_bad_data_was_stopped_and_everything_else_versioned(loop):
     assert len(facts["quarantined"]) == 1 and facts["quarantined"][0].startswith("orders_")
     assert len(facts["validated_batches"]) == CLEAN_DAYS + DRIFT_DAYS
     assert all(len(b["md5"]) == 32 and b["validation_result_id"] for b in facts["validated_batches"])
+    # One features run per ingest run that published (the daily run, then the re-delivery),
+    # not one per batch.
+    assert summary["steps"]["ingest"]["features_runs"] == 2
