@@ -77,16 +77,16 @@ def build_ingest_dag(spec: ModelSpec):
 
         # all_done: the good batches of a run are announced even when another batch was rejected.
         @task(outlets=[validated_batches], trigger_rule="all_done")
-        def announce_validated(published: list[dict]) -> list[str]:
+        def announce_validated(results: list[dict]) -> list[str]:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            published = list(published)  # the batches that were rejected or skipped push nothing
-            if not published:
+            results = list(results)  # the batches that were rejected or skipped push nothing
+            if not results:
                 raise AirflowSkipException("no batch was published in this run")
             events = get_current_context()["outlet_events"][validated_batches]
-            for result in published:
+            for result in results:
                 events.add(validated, extra=result)
-            return [result["batch"] for result in published]
+            return [result["batch"] for result in results]
 
         # The last tasks succeed when only some batches were rejected; this one fails the run.
         @task(trigger_rule="one_failed")

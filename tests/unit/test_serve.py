@@ -444,8 +444,9 @@ def test_bentoml_endpoints_stay_available(server, demo, issued):
     metrics = requests.get(f"{server.url}/metrics", timeout=10).text
     assert 'endpoint="/predict"' in metrics and "bentoml_service_request" in metrics
     status = post(server, "/status")
-    assert status.json()["model"] == "late_delivery" and status.json()["last_error"] is None
-    assert status.json()["prediction_log"]["failures"] == 0
+    body = status.json()
+    assert body["model"] == "late_delivery" and body["last_error"] is None
+    assert body["prediction_log"]["failures"] == 0
     # BentoML's request span (its id is this header) is skipped on the prediction routes only.
     assert status.headers.get("X-BentoML-Request-ID")
     predicted = post(server, "/predict", row(demo.restaurants[0]))
