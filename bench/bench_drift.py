@@ -22,7 +22,7 @@ with the unsampled one against the stated sampling-error bound.
 ``--log-read N`` measures the part not above: N predictions are written to a scratch SQLite
 log, then read back by ``monitor.read_window`` (what ``check_drift`` does: a COUNT, and above
 ``sample_size`` rows the request ids, a seeded sample of them fetched and parsed, and the
-labelled rows' label and prediction) and, for comparison, by ``serve.read_predictions`` (every
+labelled rows' label and prediction) and, for comparison, by ``prediction_log.read_predictions`` (every
 row parsed) + ``monitor.current_frame``.
 """
 
@@ -230,7 +230,7 @@ def measure_log_read(rows: int) -> dict:
     os.environ["AIRLOOP_HOME"] = str(home)
     import numpy as np
 
-    from airloop import monitor, serve
+    from airloop import monitor, prediction_log, serve
     from airloop.settings import ensure_dirs, get_settings
     from airloop.spec import load_spec
 
@@ -242,7 +242,7 @@ def measure_log_read(rows: int) -> dict:
     values = rng.normal(10, 3, (rows, len(names))).round(3)
     start = WINDOW_END - dt.timedelta(hours=24)
     clock = time.perf_counter()
-    plog = serve.PredictionLog(settings.prediction_store, settings=settings, flush_seconds=5, batch_size=5000,
+    plog = prediction_log.PredictionLog(settings.prediction_store, settings=settings, flush_seconds=5, batch_size=5000,
                                max_pending=rows + 1)
     for lo in range(0, rows, 10_000):
         plog.append([
@@ -270,7 +270,7 @@ def measure_log_read(rows: int) -> dict:
     before = rss_mib()
     reset_peak()
     clock = time.perf_counter()
-    frame = serve.read_predictions(start, WINDOW_END, model=spec, settings=settings)
+    frame = prediction_log.read_predictions(start, WINDOW_END, model=spec, settings=settings)
     read = time.perf_counter() - clock
     current, _ = monitor.current_frame(frame, reference, spec, settings)
     out["read_predictions"] = {

@@ -58,13 +58,13 @@ def prepare_home(home: Path, days: int = 10, orders_per_day: int = 1500) -> None
     os.environ["AIRLOOP_HOME"] = str(home)
     import pandas as pd
 
-    from airloop import datagen, features, train
+    from airloop import datagen, features, promotion, registry, train
     from airloop.settings import ensure_dirs, get_settings
     from airloop.spec import load_spec
 
     settings = ensure_dirs(get_settings())
     spec = load_spec(settings.models_dir / "late_delivery.yaml")
-    if train.champion_version(spec, settings):
+    if registry.champion_version(spec, settings):
         return
     today = dt.datetime.now(dt.timezone.utc).date()
     out = features.orders_dir(settings)
@@ -84,7 +84,7 @@ def prepare_home(home: Path, days: int = 10, orders_per_day: int = 1500) -> None
     _, version = train.log_training_run(
         spec, model, fit_on, holdout, columns, metrics, train.Lineage(trigger_reason="bench"), settings
     )
-    train.gate(spec, version, holdout, metrics, actor="bench", settings=settings)
+    promotion.gate(spec, version, holdout, metrics, actor="bench", settings=settings)
 
 
 def request_rows(n: int = 500, seed: int = 1) -> list[dict]:
@@ -112,13 +112,13 @@ def baseline_predictor():
     ``predict_one(row)`` reads the row's online features through the FeatureService (held,
     as the Bento's Predictor holds it) and predicts with the ``@champion`` model.
     """
-    from airloop import features, serve
+    from airloop import features, registry, serve
     from airloop.settings import get_settings
 
     settings = get_settings()
     spec = serve.serving_spec(settings=settings)
     store = features.get_store(settings)
-    model = serve.load_model_version(spec, serve.champion_version(spec, settings), settings)
+    model = registry.load_version(spec, registry.champion_version(spec, settings), settings)
     service = features.feature_service(spec, store)
 
     def predict_one(row: dict):
@@ -315,7 +315,7 @@ def measure(home: Path, seconds: float, in_thread: list[int], rounds: int) -> di
     targets alike instead of skewing whichever ran at the time.
     """
     os.environ["AIRLOOP_HOME"] = str(home)
-    from airloop import serve
+    from airloop import prediction_log
     from airloop.settings import get_settings
 
     rows = request_rows()
@@ -361,7 +361,7 @@ def measure(home: Path, seconds: float, in_thread: list[int], rounds: int) -> di
     finally:
         for proc in servers:
             stop_server(proc)
-    logged = len(serve.read_predictions(model=spec, settings=get_settings()))
+    logged = len(prediction_log.read_predictions(model=spec, settings=get_settings()))
     return {
         "seconds_per_target": seconds,
         "rounds": rounds,

@@ -62,7 +62,7 @@ def build_train_dag(spec: ModelSpec):
         def champion_challenger_gate(trained: dict) -> dict:
             from dataclasses import asdict
 
-            from airloop.train import gate_version
+            from airloop.promotion import gate_version
 
             decision = gate_version(spec, trained["version"])
             print(
@@ -112,7 +112,8 @@ def build_rollback_dag(spec: ModelSpec):
     def rollback():
         @task(outlets=[champion])
         def repoint_champion() -> str:
-            from airloop.train import current_actor, rollback
+            from airloop.promotion import rollback
+            from airloop.registry import current_actor
 
             params = get_current_context()["params"]
             version = rollback(spec, params.get("to_version"), actor=current_actor(), reason=params["reason"])

@@ -2,6 +2,7 @@
 # One-shot set-up before the Airflow components start: the compose service airflow-init.
 # Idempotent; re-run it with `docker compose run --rm airflow-init` (e.g. after adding a model).
 #
+#   0. refuses placeholder, empty or short secrets (every other Airloop service waits for this),
 #   1. creates Airloop's directories (settings from the environment),
 #   2. migrates the Airflow metadata database,
 #   3. writes the admin password (AIRLOOP_ADMIN_PASSWORD) for the simple auth manager,
@@ -15,6 +16,8 @@ passwords="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:?}"
 users="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:?}"
 admin="${users%%:*}"
 unpause="${AIRLOOP_UNPAUSE_DAGS-__}"
+
+python -m airloop.cli check-secrets
 
 python -c 'from airloop.settings import ensure_dirs; print("airloop: state under", ensure_dirs().home)'
 

@@ -14,6 +14,9 @@ for _name, _value in (
     ("GX_ANALYTICS_ENABLED", "false"),
     ("DO_NOT_TRACK", "1"),
     ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"),
+    # MLflow's own model loaders unpickle unless told not to; Airloop loads models without
+    # pickle (airloop.registry.load_sklearn_model).
+    ("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false"),
 ):
     os.environ.setdefault(_name, _value)
 

@@ -8,7 +8,7 @@ It serves the model named by ``AIRLOOP_SERVE_MODEL`` (default: the only spec und
 ``AIRLOOP_MODELS_DIR``), always the version behind the MLflow alias ``@champion``: the
 registry is polled every ``AIRLOOP_SERVE_POLL_SECONDS`` (default 10) and a new champion is
 loaded first and then swapped in, with no restart and no failed request. All knobs:
-:class:`airloop.serve.ServeConfig`.
+:class:`airloop.settings.ServeConfig`.
 
 Endpoints (all JSON; errors are ``{"error": ...}``, BentoML's validation errors add ``detail``):
 
@@ -39,7 +39,7 @@ store or prediction store unreachable -> 503 with the reason. No answer within
 ``AIRLOOP_SERVE_TIMEOUT_SECONDS`` (default 10) -> 504.
 
 Every prediction is logged to ``settings.prediction_store`` (see
-:class:`airloop.serve.PredictionLog` for what a crash can lose; a clean shutdown, SIGTERM
+:class:`airloop.prediction_log.PredictionLog` for what a crash can lose; a clean shutdown, SIGTERM
 or SIGINT, loses nothing). The service refuses to start if the prediction store is
 unreachable: the worker logs ``prediction store <url> is not usable: <reason>`` and exits
 before accepting a request. With ``BENTOML_CONTAINERIZED=true`` (set it wherever the server
@@ -62,7 +62,9 @@ import feast  # noqa: F401  (imported before the warning filter below; see there
 from starlette.responses import JSONResponse
 
 from airloop import serve
-from airloop.settings import get_settings
+from airloop.errors import ServeError
+from airloop.prediction_log import PredictionLog, safe_url
+from airloop.settings import get_settings, serve_config
 
 log = logging.getLogger("airloop.bento_service")
 
@@ -71,7 +73,7 @@ log = logging.getLogger("airloop.bento_service")
 # DeprecationWarning filter at the front of the list, so this filter must come after it.
 warnings.filterwarnings("ignore", message=".*model_fields.*", category=DeprecationWarning)
 
-_CONFIG = serve.serve_config()
+_CONFIG = serve_config()
 _SPEC = serve.serving_spec(_CONFIG)
 PredictRequest = serve.request_model(_SPEC)
 BatchRequest = serve.batch_request_model(_SPEC, _CONFIG.max_batch_rows)
@@ -180,6 +182,23 @@ PREDICT_BATCH_ROUTE = "/predict_batch"
 _UNTRACED_URLS = [f"{route}$" for route in (PREDICT_ROUTE, PREDICT_BATCH_ROUTE)]
 
 
+def _end_with_the_server() -> None:
+    """Have the kernel send this worker SIGTERM when its server process dies, even by SIGKILL.
+
+    BentoML starts each worker in a process group of its own, so a kill of the server (or of
+    its group) misses it, and an orphaned worker keeps answering with nobody supervising it.
+    SIGTERM lets it shut down as usual: the prediction log is flushed.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
+        log.warning("could not ask to stop with the server (prctl errno %d)", ctypes.get_errno())
+
+
 @bentoml.service(
     name="airloop",
     labels={"airloop.model": _SPEC.name},
@@ -195,12 +214,13 @@ class PredictionService:
     """Online predictions with the ``@champion`` model; see the module docstring."""
 
     def __init__(self) -> None:
+        _end_with_the_server()
         _setup_logging()
         settings = get_settings()
-        config = serve.serve_config()
+        config = serve_config()
         self.spec = _SPEC
         # Fails here, and so the server does not start, if the prediction store is unreachable.
-        self.log = serve.PredictionLog(
+        self.log = PredictionLog(
             settings=settings,
             flush_seconds=config.flush_seconds,
             batch_size=config.log_batch_size,
@@ -219,7 +239,7 @@ class PredictionService:
         gc.collect()
         gc.freeze()
         log.info(
-            "serving %s; prediction log: %s; %s", self.spec.name, serve.safe_url(self.log.url),
+            "serving %s; prediction log: %s; %s", self.spec.name, safe_url(self.log.url),
             self.predictor.watcher.status(),
         )
 
@@ -236,7 +256,7 @@ class PredictionService:
                 self._predict_threads = anyio.CapacityLimiter(_CONFIG.threads)
             scored = await anyio.to_thread.run_sync(self.predictor.predict, [row], limiter=self._predict_threads)
             return scored[0].answer()
-        except serve.ServeError as exc:
+        except ServeError as exc:
             return _error(exc.status, str(exc))
 
     @bentoml.api(route=PREDICT_BATCH_ROUTE, input_spec=BatchRequest, output_spec=serve.BatchPrediction)
@@ -244,7 +264,7 @@ class PredictionService:
         """Many predictions in one call, in row order, all with the same model version."""
         try:
             scored = self.predictor.predict([r.model_dump() for r in rows])
-        except serve.ServeError as exc:
+        except ServeError as exc:
             return _error(exc.status, str(exc))
         return serve.BatchPrediction(predictions=[s.answer() for s in scored])
 
@@ -258,7 +278,7 @@ class PredictionService:
             labeled_at = await anyio.to_thread.run_sync(
                 self.log.attach_label, request_id, label, _CONFIG.timeout_seconds / 2
             )
-        except serve.ServeError as exc:
+        except ServeError as exc:
             return _error(exc.status, str(exc))
         return serve.FeedbackAck(request_id=request_id, label=label, labeled_at=labeled_at.isoformat())
 
@@ -268,7 +288,7 @@ class PredictionService:
         return {
             **self.predictor.watcher.status(),
             "prediction_log": {
-                "store": serve.safe_url(self.log.url),
+                "store": safe_url(self.log.url),
                 "pending": self.log.pending,
                 "written": self.log.written,
                 "failures": self.log.failures,

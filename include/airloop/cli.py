@@ -2,6 +2,7 @@
 
     python -m airloop.cli mlflow-ui [--port 5000]   # MLflow UI on the embedded store
     python -m airloop.cli settings                  # print the effective settings as env vars
+    python -m airloop.cli check-secrets             # exit 1 naming any placeholder or short secret
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import os
 import sys
 
-from airloop.settings import ensure_dirs, get_settings
+from airloop.settings import WeakSecretError, ensure_dirs, get_settings, require_strong_secrets, serve_config
 
 
 def mlflow_ui(port: int, host: str) -> int:
@@ -33,10 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1")
     sub.add_parser("settings", help="print the effective settings")
+    sub.add_parser("check-secrets", help="refuse placeholder, empty or short secrets in the environment")
     args = parser.parse_args(argv)
     if args.command == "mlflow-ui":
         return mlflow_ui(args.port, args.host)
-    for key, value in sorted(get_settings().as_env().items()):
+    if args.command == "check-secrets":
+        try:
+            require_strong_secrets()
+        except WeakSecretError as exc:
+            print(f"airloop: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    for key, value in sorted({**get_settings().as_env(), **serve_config().as_env()}.items()):
         print(f"{key}={value}")
     return 0
 

@@ -21,6 +21,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -326,7 +327,7 @@ class Demo:
 
 def collect_facts(spec) -> dict:
     """Ids read back from the stores themselves: DVC, quarantine, MLflow registry."""
-    from airloop import ingest, train
+    from airloop import ingest, registry
 
     s = get_settings()
     rev, batches = ingest.committed_batches(spec, s)
@@ -337,9 +338,9 @@ def collect_facts(spec) -> dict:
         "quarantined": sorted(p.name for p in (s.quarantine_dir / spec.dataset.name).glob("*.csv")),
     }
     try:
-        client = train.mlflow_client(s)
+        client = registry.client(s)
         versions = client.search_model_versions(f"name='{spec.registered_model_name}'")
-        champion = train.champion_version(spec, s)
+        champion = registry.champion_version(spec, s)
         facts["model_versions"] = [
             {"version": str(v.version), "run_id": v.run_id, "gate": v.tags.get("airloop.gate"),
              "trigger_reason": v.tags.get("airloop.trigger_reason"),
@@ -348,7 +349,7 @@ def collect_facts(spec) -> dict:
              "alias": "champion" if str(v.version) == champion else None}
             for v in sorted(versions, key=lambda v: int(v.version))
         ]
-        facts["promotion_history"] = train.history(spec, s)
+        facts["promotion_history"] = registry.history(spec, s)
     except Exception as exc:  # noqa: BLE001 - the summary says what could not be read
         facts["mlflow_error"] = str(exc)
     return facts
@@ -388,8 +389,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-running", action="store_true", help="leave Airflow and the service up")
     args = parser.parse_args(argv)
     os.environ.setdefault("AIRLOOP_SERVE_URL", f"http://127.0.0.1:{free_port()}")
-    from airloop.settings import ensure_dirs
+    from airloop.settings import WeakSecretError, ensure_dirs, require_strong_secrets
 
+    try:
+        require_strong_secrets()
+    except WeakSecretError as exc:
+        print(f"airloop demo: {exc}", file=sys.stderr)
+        return 1
     ensure_dirs()
     return Demo(args).main()
 

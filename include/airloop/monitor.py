@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from airloop import prediction_log, registry
+from airloop.decisions import greater_is_better
 from airloop.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -295,13 +297,11 @@ def load_reference(
     """
     import pandas as pd
 
-    from airloop import train
-
     s = settings or get_settings()
-    client = train.mlflow_client(s)
-    version = version or train.champion_version(spec, s)
+    client = registry.client(s)
+    version = version or registry.champion_version(spec, s)
     if version is None:
-        raise MonitorError(f"{spec.name}: no @{train.CHAMPION} model to compare the predictions with")
+        raise MonitorError(f"{spec.name}: no @{registry.CHAMPION} model to compare the predictions with")
     mv = client.get_model_version(spec.registered_model_name, str(version))
     run_id = mv.run_id
     cache = model_dir(spec, s) / "reference" / run_id
@@ -336,8 +336,6 @@ def _build_reference_cache(spec, settings, client, version, run_id, cache: Path,
     import mlflow
     import pandas as pd
 
-    from airloop import serve, train
-
     started = time.perf_counter()
     run = client.get_run(run_id)
     cache.mkdir(parents=True, exist_ok=True)
@@ -347,16 +345,16 @@ def _build_reference_cache(spec, settings, client, version, run_id, cache: Path,
                 mlflow.artifacts.download_artifacts(
                     run_id=run_id, artifact_path=path, dst_path=tmp, tracking_uri=settings.mlflow_tracking_uri
                 )
-                for path in (train.REFERENCE_ARTIFACT, train.HOLDOUT_ARTIFACT)
+                for path in (registry.REFERENCE_ARTIFACT, registry.HOLDOUT_ARTIFACT)
             )
         except Exception as exc:
             raise MonitorError(
-                f"{spec.name} v{version}: cannot get the reference data {train.REFERENCE_ARTIFACT} and "
-                f"{train.HOLDOUT_ARTIFACT} of run {run_id}: {type(exc).__name__}: {exc}"
+                f"{spec.name} v{version}: cannot get the reference data {registry.REFERENCE_ARTIFACT} and "
+                f"{registry.HOLDOUT_ARTIFACT} of run {run_id}: {type(exc).__name__}: {exc}"
             ) from exc
         training = pd.read_parquet(training_file)
         holdout = pd.read_parquet(holdout_file)
-    model = serve.load_model_version(spec, version, settings)
+    model = registry.load_version(spec, version, settings)
     logged = run.data.params.get("feature_columns", "")
     features = [c for c in logged.split(",") if c] or list(model.inputs)
     training_rows, holdout_rows = len(training), len(holdout)
@@ -386,9 +384,7 @@ def _build_reference_cache(spec, settings, client, version, run_id, cache: Path,
         "seed": seed,
         "training_rows": training_rows,
         "holdout_rows": holdout_rows,
-        "holdout_metrics": {
-            k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")
-        },
+        "holdout_metrics": registry.holdout_metrics(run.data.metrics),
         "built_at": dt.datetime.now(UTC).isoformat(timespec="seconds"),
     }
     _write_atomic(cache / f"meta.{size}.json", json.dumps(meta, indent=1, sort_keys=True))
@@ -633,9 +629,6 @@ def _stable(drifted: list[str], borderline: list[str], counted: int, drift_share
 # --- model quality ----------------------------------------------------------------------------
 
 
-_LOWER_IS_BETTER = {"rmse", "mae", "log_loss", "brier"}
-
-
 def quality(spec: "ModelSpec", labelled: "pd.DataFrame", holdout_metrics: dict[str, float]) -> dict[str, Any]:
     """Metrics of the champion's predictions on the labelled rows, and the drop vs. its holdout."""
     import numpy as np
@@ -663,8 +656,7 @@ def quality(spec: "ModelSpec", labelled: "pd.DataFrame", holdout_metrics: dict[s
     value, champion = values.get(metric), holdout_metrics.get(metric)
     drop = None
     if value is not None and champion is not None:
-        greater_is_better = spec.promotion.greater_is_better and metric not in _LOWER_IS_BETTER
-        drop = (champion - value) if greater_is_better else (value - champion)
+        drop = (champion - value) if greater_is_better(metric, spec.promotion) else (value - champion)
     enough = len(y) >= spec.drift.min_labels
     return {
         "labelled_rows": int(len(y)),
@@ -705,11 +697,10 @@ def current_frame(
     other = frame["model_version"].astype(str) != str(reference.version) if "model_version" in frame else None
     rescored = int(other.sum()) if other is not None else 0
     if rescored:
-        from airloop import serve
 
         models = {} if models is None else models
         if reference.version not in models:
-            models[reference.version] = serve.load_model_version(spec, reference.version, settings or get_settings())
+            models[reference.version] = registry.load_version(spec, reference.version, settings or get_settings())
         model = models[reference.version]
         current.loc[other, PREDICTION] = model.predict(_inputs(frame.loc[other], model.inputs), spec.task)
         current.loc[other, LABEL] = float("nan")
@@ -718,28 +709,7 @@ def current_frame(
 
 def count_predictions(spec: "ModelSpec", start: dt.datetime, end: dt.datetime, settings: Settings) -> int:
     """Logged predictions of the model with ``start <= time < end`` (one indexed COUNT)."""
-    import sqlalchemy as sa
-
-    from airloop import serve
-
-    engine = serve.make_engine(settings.prediction_store)
-    table = serve._table()
-    query = (
-        sa.select(sa.func.count())
-        .select_from(table)
-        .where(table.c.model == spec.registered_model_name)
-        .where(table.c.predicted_at >= serve._utc_naive(start))
-        .where(table.c.predicted_at < serve._utc_naive(end))
-    )
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table(serve.PREDICTIONS_TABLE):
-                return 0
-            return int(conn.execute(query).scalar_one())
-    except Exception as exc:
-        raise serve.PredictionStoreError(f"prediction store {serve.safe_url(settings.prediction_store)}: {exc}") from exc
-    finally:
-        engine.dispose()
+    return prediction_log.count_predictions(spec.registered_model_name, start, end, url=settings.prediction_store)
 
 
 def read_window(
@@ -766,49 +736,13 @@ def read_window(
     """
     import numpy as np
     import pandas as pd
-    import sqlalchemy as sa
-
-    from airloop import serve
 
     size = spec.drift.sample_size if sample_size == -1 else sample_size
     total = count_predictions(spec, start, end, settings) if total is None else total
-    table = serve._table()
-    window = (
-        (table.c.model == spec.registered_model_name)
-        & (table.c.predicted_at >= serve._utc_naive(start))
-        & (table.c.predicted_at < serve._utc_naive(end))
+    rows, total, labelled = prediction_log.read_window_rows(
+        spec.registered_model_name, start, end, url=settings.prediction_store, total=total,
+        sample_size=size, seed=seed, labelled_version=str(reference.version),
     )
-    columns = [table.c.request_id, table.c.model_version, table.c.features, table.c.prediction, table.c.label]
-    engine = serve.make_engine(settings.prediction_store)
-    try:
-        with engine.connect() as conn:
-            if size is None or total <= size:
-                rows = conn.execute(sa.select(*columns).where(window)).all()
-                labelled = None
-            else:
-                ids = conn.execute(sa.select(table.c.request_id).where(window)).scalars().all()
-                rng = np.random.default_rng(seed % 2**32)
-                picked = [ids[i] for i in np.sort(rng.choice(len(ids), size=size, replace=False))]
-                total = len(ids)
-                del ids
-                rows = []
-                for lo in range(0, len(picked), 2000):
-                    batch = picked[lo : lo + 2000]
-                    rows.extend(conn.execute(sa.select(*columns).where(table.c.request_id.in_(batch))).all())
-                labelled = pd.DataFrame(
-                    conn.execute(
-                        sa.select(table.c.label, table.c.prediction)
-                        .where(window)
-                        .where(table.c.label.is_not(None))
-                        .where(table.c.model_version == str(reference.version))
-                    ).all(),
-                    columns=[LABEL, PREDICTION],
-                    dtype="float64",
-                )
-    except Exception as exc:
-        raise serve.PredictionStoreError(f"prediction store {serve.safe_url(settings.prediction_store)}: {exc}") from exc
-    finally:
-        engine.dispose()
     frame = pd.DataFrame.from_records(
         [json.loads(r.features) for r in rows], index=pd.RangeIndex(len(rows)), columns=list(reference.features)
     )
@@ -838,8 +772,6 @@ def check_drift(
     returns the :class:`DriftCheck`. It does not decide anything: see :func:`decide_and_record`.
     Raises :class:`MonitorError` if enough predictions are logged but there is no champion.
     """
-    from airloop import train
-
     s = settings or get_settings()
     end = _utc(now) if now is not None else dt.datetime.now(UTC).replace(microsecond=0)
     start = end - (window if window is not None else dt.timedelta(hours=spec.drift.window_hours))
@@ -863,7 +795,7 @@ def check_drift(
                 f"insufficient data: {rows} logged predictions in {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC, "
                 f"fewer than min_rows={spec.drift.min_rows}; no drift check was run and no alarm is raised"
             ),
-            champion_version=train.champion_version(spec, s),
+            champion_version=registry.champion_version(spec, s),
             drift_share_threshold=spec.drift.drift_share,
             seconds=seconds,
         )
@@ -1078,34 +1010,13 @@ def experiment_name(spec: "ModelSpec") -> str:
     return f"{spec.name}{EXPERIMENT_SUFFIX}"
 
 
-def _experiment_id(client, spec: "ModelSpec", settings: Settings) -> str:
-    from mlflow.exceptions import MlflowException
-
-    name = experiment_name(spec)
-    existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        return existing.experiment_id
-    location = None
-    if not settings.mlflow_tracking_uri.startswith("http"):
-        location = (settings.mlflow_artifacts_dir / name).as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location, tags={"airloop.model": spec.name})
-    except MlflowException:  # created by a concurrent check meanwhile
-        existing = client.get_experiment_by_name(name)
-        if existing is None:
-            raise
-        return existing.experiment_id
-
-
 def log_check(spec: "ModelSpec", check: DriftCheck, settings: Settings | None = None) -> str:
     """One MLflow run per check in ``<model>-monitoring``, stamped with the window end."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from airloop import train
-
     s = settings or get_settings()
-    client = train.mlflow_client(s)
-    experiment_id = _experiment_id(client, spec, s)
+    client = registry.client(s)
+    experiment_id = registry.ensure_experiment(experiment_name(spec), model=spec.name, settings=s)
     stamp = int(check.window_end.timestamp() * 1000)
     tags = {
         "airloop.model": spec.name,
@@ -1149,9 +1060,7 @@ def monitoring_history(spec: "ModelSpec", settings: Settings | None = None) -> "
     import mlflow
     import pandas as pd
 
-    from airloop import train
-
-    client = train.mlflow_client(settings or get_settings())
+    client = registry.client(settings or get_settings())
     experiment = client.get_experiment_by_name(experiment_name(spec))
     if experiment is None:
         return pd.DataFrame()
@@ -1388,9 +1297,7 @@ def decide_and_record(
             _put_trigger(state, decision, check)
     if check.mlflow_run_id:
         try:
-            from airloop import train
-
-            client = train.mlflow_client(settings or get_settings())
+            client = registry.client(settings or get_settings())
             client.set_tag(check.mlflow_run_id, "airloop.trigger", str(decision.trigger).lower())
             client.set_tag(check.mlflow_run_id, "airloop.decision", decision.reason[:5000])
         except Exception as exc:  # noqa: BLE001 - the decision is recorded; the tag is a convenience

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import shutil
 import sys
@@ -29,7 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from airloop.settings import REPO_ROOT, Settings, get_settings
+from airloop.prediction_log import safe_url
+from airloop.settings import REPO_ROOT, Settings, environ, get_settings
 
 if TYPE_CHECKING:
     from airloop.spec import ModelSpec
@@ -136,12 +136,12 @@ def package_champion(spec: "ModelSpec", settings: Settings | None = None, *, ver
     "bento_path"}``; the MLflow model version gets the tags ``airloop.bento_tag`` and
     ``airloop.bento_model_tag``. Importing is skipped if the store already holds the version.
     """
-    from airloop.train import champion_version, mlflow_client
+    from airloop import registry
 
     s = settings or get_settings()
-    client = mlflow_client(s)
+    client = registry.client(s)
     name = spec.registered_model_name
-    version = str(version or champion_version(spec, s) or "")
+    version = str(version or registry.champion_version(spec, s) or "")
     if not version:
         raise PackagingError(f"model {name!r} has no @champion to package")
     mv = client.get_model_version(name, version)
@@ -167,7 +167,7 @@ def package_champion(spec: "ModelSpec", settings: Settings | None = None, *, ver
                 model_tag,
                 model_uri=f"models:/{name}/{version}",
                 labels=labels,
-                metadata={"mlflow_source": str(mv.source), "mlflow_tracking_uri": _safe_uri(s.mlflow_tracking_uri)},
+                metadata={"mlflow_source": str(mv.source), "mlflow_tracking_uri": safe_url(s.mlflow_tracking_uri)},
             )
             log.info("imported %s v%s into BentoML as %s", name, version, bento_model.tag)
 
@@ -209,23 +209,15 @@ def package_champion(spec: "ModelSpec", settings: Settings | None = None, *, ver
 @contextlib.contextmanager
 def _serving(model: str) -> Iterator[None]:
     """Import the service afresh for ``model`` while BentoML loads it to build the Bento."""
-    saved, saved_path = os.environ.get("AIRLOOP_SERVE_MODEL"), list(sys.path)
-    os.environ["AIRLOOP_SERVE_MODEL"] = model
+    saved_path = list(sys.path)
     for module in ("airloop_bento", "airloop.bento_service"):
         sys.modules.pop(module, None)
     try:
-        yield
+        with environ({"AIRLOOP_SERVE_MODEL": model}):
+            yield
     finally:
         sys.modules.pop("airloop_bento", None)
         sys.path[:] = saved_path  # the entry module put the staged sources first
-        if saved is None:
-            os.environ.pop("AIRLOOP_SERVE_MODEL", None)
-        else:
-            os.environ["AIRLOOP_SERVE_MODEL"] = saved
-
-
-def _safe_uri(uri: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", uri)
 
 
 def main(argv: list[str] | None = None) -> int:

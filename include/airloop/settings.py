@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -97,6 +99,150 @@ def get_settings() -> Settings:
         ),
         serve_url=_env("AIRLOOP_SERVE_URL", "http://127.0.0.1:3300"),
     )
+
+
+# -- the prediction service ------------------------------------------------------------------
+
+
+class ServeConfigError(ValueError):
+    """A serving environment variable has an invalid value."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Serving knobs, read from the environment (see :func:`serve_config`)."""
+
+    model: str | None = None  # AIRLOOP_SERVE_MODEL: spec name (default: the only spec)
+    poll_seconds: float = 10.0  # AIRLOOP_SERVE_POLL_SECONDS: registry poll for @champion
+    # On 2 cores 1 thread served more requests/s than 4 (bench_serve); more may pay off where
+    # the online store is remote (Redis) and lookups wait on the network.
+    threads: int = 1  # AIRLOOP_SERVE_THREADS: concurrent sync requests per worker process
+    # /predict's lookup + predict is ~1-2 ms of CPU, which the GIL serializes anyway: computed on
+    # the event loop it skips a thread hop (bench_serve: lower p99, more req/s). With an online
+    # store far away on the network, set true so concurrent lookups overlap in THREADS threads.
+    predict_in_thread: bool = False  # AIRLOOP_SERVE_PREDICT_IN_THREAD
+    workers: int = 1  # AIRLOOP_SERVE_WORKERS: server processes
+    access_log: bool = True  # AIRLOOP_SERVE_ACCESS_LOG: one log line per request (the prediction log has them all)
+    trace_predict: bool = False  # AIRLOOP_SERVE_TRACE_PREDICT: OTel spans on /predict(_batch); see bento_service
+    max_batch_rows: int = 1000  # AIRLOOP_SERVE_MAX_BATCH_ROWS: rows per /predict_batch
+    max_body_bytes: int = 1_048_576  # AIRLOOP_SERVE_MAX_BODY_BYTES: request body cap (413)
+    timeout_seconds: float = 10.0  # AIRLOOP_SERVE_TIMEOUT_SECONDS: then 504
+    flush_seconds: float = 0.5  # AIRLOOP_PREDICTION_LOG_FLUSH_SECONDS: log write interval
+    log_batch_size: int = 500  # AIRLOOP_PREDICTION_LOG_BATCH_SIZE: rows per log write
+    max_pending: int = 100_000  # AIRLOOP_PREDICTION_LOG_MAX_PENDING: then spill to disk
+
+    def as_env(self) -> dict[str, str]:
+        """The knobs as the environment variables that produce them (unset ones left out)."""
+        values = {name: getattr(self, name) for name in _CONFIG_ENV}
+        return {
+            env: str(value).lower() if isinstance(value, bool) else str(value)
+            for name, env in _CONFIG_ENV.items()
+            if (value := values[name]) is not None
+        }
+
+
+_CONFIG_ENV = {
+    "model": "AIRLOOP_SERVE_MODEL",
+    "poll_seconds": "AIRLOOP_SERVE_POLL_SECONDS",
+    "threads": "AIRLOOP_SERVE_THREADS",
+    "predict_in_thread": "AIRLOOP_SERVE_PREDICT_IN_THREAD",
+    "workers": "AIRLOOP_SERVE_WORKERS",
+    "access_log": "AIRLOOP_SERVE_ACCESS_LOG",
+    "trace_predict": "AIRLOOP_SERVE_TRACE_PREDICT",
+    "max_batch_rows": "AIRLOOP_SERVE_MAX_BATCH_ROWS",
+    "max_body_bytes": "AIRLOOP_SERVE_MAX_BODY_BYTES",
+    "timeout_seconds": "AIRLOOP_SERVE_TIMEOUT_SECONDS",
+    "flush_seconds": "AIRLOOP_PREDICTION_LOG_FLUSH_SECONDS",
+    "log_batch_size": "AIRLOOP_PREDICTION_LOG_BATCH_SIZE",
+    "max_pending": "AIRLOOP_PREDICTION_LOG_MAX_PENDING",
+}
+
+
+def serve_config() -> ServeConfig:
+    """The serving configuration from the environment, with a clear error for a bad value."""
+    defaults = ServeConfig()
+    values: dict[str, Any] = {}
+    for name, env in _CONFIG_ENV.items():
+        raw = os.environ.get(env, "").strip()
+        if not raw:
+            continue
+        default = getattr(defaults, name)
+        if default is None:
+            values[name] = raw
+            continue
+        if isinstance(default, bool):
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ServeConfigError(f"{env}={raw!r} is not true or false")
+            values[name] = raw.lower() in ("true", "1")
+            continue
+        try:
+            value = type(default)(raw)
+        except ValueError:
+            raise ServeConfigError(f"{env}={raw!r} is not a {type(default).__name__}") from None
+        if not value > 0:
+            raise ServeConfigError(f"{env}={raw!r} must be positive")
+        values[name] = value
+    return ServeConfig(**values)
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+# Secrets the stack reads (compose and Helm set them; the embedded start leaves Airflow to
+# generate its own). Passwords inside database URLs are checked too.
+SECRET_VARIABLES = (
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__API__SECRET_KEY",
+    "AIRLOOP_ADMIN_PASSWORD",
+)
+SECRET_URL_VARIABLES = (
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__CELERY__RESULT_BACKEND",
+    "AIRFLOW__CELERY__BROKER_URL",
+    "AIRLOOP_PREDICTION_STORE",
+    "AIRLOOP_FEAST_REGISTRY",
+    "MLFLOW_TRACKING_URI",
+)
+PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", "change_me", "secret", "password", "admin", "airflow"})
+MIN_SECRET_LENGTH = 16
+
+
+class WeakSecretError(ValueError):
+    """A secret is empty, a placeholder or too short to be anything but a default."""
+
+
+def _url_password(url: str) -> str | None:
+    match = re.match(r"^[a-z0-9+.-]+://[^:/@]*:([^@]*)@", url, re.IGNORECASE)
+    return match.group(1) if match else None
+
+
+def weak_secrets(env: "dict[str, str] | None" = None) -> list[str]:
+    """The names of the secrets in ``env`` (default: this process's) that must not be used.
+
+    A secret that is set must be at least ``MIN_SECRET_LENGTH`` characters and no placeholder;
+    so must a password inside a database URL (``NAME (password)``). Unset secrets are not
+    reported: the embedded start leaves Airflow to generate its own.
+    """
+    env = dict(os.environ) if env is None else env
+    weak = []
+    for name in SECRET_VARIABLES:
+        if name in env and (env[name].strip().lower() in PLACEHOLDER_SECRETS or len(env[name].strip()) < MIN_SECRET_LENGTH):
+            weak.append(name)
+    for name in SECRET_URL_VARIABLES:
+        password = _url_password(env.get(name, ""))
+        if password is not None and (password.lower() in PLACEHOLDER_SECRETS or len(password) < MIN_SECRET_LENGTH):
+            weak.append(f"{name} (password)")
+    return weak
+
+
+def require_strong_secrets(env: "dict[str, str] | None" = None) -> None:
+    """Raise :class:`WeakSecretError` naming every weak secret (see :func:`weak_secrets`)."""
+    weak = weak_secrets(env)
+    if weak:
+        raise WeakSecretError(
+            f"refusing to start with empty, placeholder or short (< {MIN_SECRET_LENGTH} characters) secrets: "
+            f"{', '.join(weak)}. Make new ones with: python docker/new_env.py"
+        )
 
 
 def ensure_dirs(settings: Settings | None = None) -> Settings:

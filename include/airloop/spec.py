@@ -84,9 +84,23 @@ class SplitSpec(_Strict):
 
 class PromotionSpec(_Strict):
     metric: str
-    greater_is_better: bool = True
+    # None: the metric's known direction (decisions.known_direction), else greater is better.
+    greater_is_better: bool | None = None
     min_improvement: float = Field(0.0, ge=0)
     floors: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _direction_agrees(self) -> "PromotionSpec":
+        from airloop.decisions import known_direction
+
+        known = known_direction(self.metric)
+        if known is not None and self.greater_is_better is not None and self.greater_is_better != known:
+            better = "greater" if known else "lower"
+            raise ValueError(
+                f"promotion.greater_is_better={self.greater_is_better} contradicts {self.metric!r}, "
+                f"where {better} is better (leave greater_is_better out)"
+            )
+        return self
 
 
 class DriftSpec(_Strict):

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -311,16 +312,29 @@ class BentoServer:
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.logs()[-4000:]}")
 
     def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, as a supervisor would send it; SIGKILL the group if it hangs."""
+        """SIGTERM, as a supervisor would send it; SIGKILL the server and its workers if it hangs.
+
+        Workers run in process groups of their own, so they are found as children first.
+        """
+        import psutil
+
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
+            try:
+                workers = psutil.Process(self.proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                workers = []
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                for worker in workers:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        worker.kill()
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+            psutil.wait_procs(workers, timeout=timeout)
         return self.proc.returncode
 
     def logs(self) -> str:

@@ -1,28 +1,25 @@
-"""Train, track in MLflow, register, and promote only a better model.
+"""Training stage: build the training set, fit, evaluate, log to MLflow and register.
 
 Plain functions; heavy libraries (sklearn, mlflow, matplotlib) are imported inside them.
-
-Registry conventions (aliases, not the deprecated stages):
-- every training run registers a new version of the model named after the spec;
-- ``@champion`` is the version serving traffic, ``@challenger`` the latest one that lost;
-- each promotion, rejection and rollback is appended to the registered model's tags as
-  ``airloop.history.NNNNNN`` (JSON: when, who, action, version, reason).
+Promotion is a separate stage (:mod:`airloop.promotion`); the registry conventions live in
+:mod:`airloop.registry`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import importlib
 import json
 import logging
-import os
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airloop import registry
+from airloop.decisions import PromotionDecision
+from airloop.registry import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT
 from airloop.settings import REPO_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
@@ -31,17 +28,6 @@ if TYPE_CHECKING:
     from airloop.spec import ModelSpec
 
 log = logging.getLogger(__name__)
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-HISTORY_PREFIX = "airloop.history."
-REFERENCE_ARTIFACT = "reference/training_set.parquet"
-HOLDOUT_ARTIFACT = "reference/holdout.parquet"
-
-
-class PromotionError(RuntimeError):
-    """A registry operation could not be carried out (e.g. rollback with no target)."""
-
 
 @dataclass(frozen=True)
 class Lineage:
@@ -60,22 +46,12 @@ class Lineage:
 
 
 @dataclass
-class GateDecision:
-    promoted: bool
-    reason: str
-    metric: str
-    challenger_score: float
-    champion_score: float | None = None
-    champion_version: str | None = None
-
-
-@dataclass
 class TrainResult:
     model_name: str
     version: str
     run_id: str
     metrics: dict[str, float]
-    decision: GateDecision
+    decision: PromotionDecision
     lineage: Lineage
     feature_columns: list[str] = field(default_factory=list)
 
@@ -172,29 +148,6 @@ def fit(spec: "ModelSpec", train: "pd.DataFrame", columns: list[str]):
 # -- MLflow ------------------------------------------------------------------------------
 
 
-def mlflow_client(settings: Settings | None = None):
-    import mlflow
-
-    s = settings or get_settings()
-    mlflow.set_tracking_uri(s.mlflow_tracking_uri)
-    if s.mlflow_tracking_uri.startswith("sqlite:///"):
-        Path(s.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return mlflow.MlflowClient(tracking_uri=s.mlflow_tracking_uri)
-
-
-def _experiment_id(spec: "ModelSpec", settings: Settings) -> str:
-    import mlflow
-
-    existing = mlflow.get_experiment_by_name(spec.name)
-    if existing:
-        return existing.experiment_id
-    # With a local store, artifacts go under AIRLOOP_HOME; a tracking server proxies its own.
-    location = None
-    if not settings.mlflow_tracking_uri.startswith("http"):
-        location = (settings.mlflow_artifacts_dir / spec.name).as_uri()
-    return mlflow.create_experiment(spec.name, artifact_location=location, tags={"airloop.model": spec.name})
-
-
 def code_version() -> str:
     try:
         out = subprocess.run(
@@ -263,8 +216,8 @@ def log_training_run(
     import mlflow
     from mlflow.models import infer_signature
 
-    mlflow_client(settings)
-    experiment_id = _experiment_id(spec, settings)
+    registry.client(settings)
+    experiment_id = registry.ensure_experiment(spec.name, model=spec.name, settings=settings)
     X_holdout = holdout[columns]
     output = model.predict_proba(X_holdout) if spec.task == "classification" else model.predict(X_holdout)
     signature = infer_signature(X_holdout, output)
@@ -314,7 +267,7 @@ def log_training_run(
             pip_requirements=_model_requirements(),
         )
     version = str(info.registered_model_version)
-    client = mlflow_client(settings)
+    client = registry.client(settings)
     for key, value in {**lineage.as_tags(), "airloop.run_id": run.info.run_id}.items():
         client.set_model_version_tag(spec.registered_model_name, version, key, value)
     return run.info.run_id, version
@@ -331,143 +284,6 @@ def _own_model_types(model) -> list[str]:
     import skops.io
 
     return skops.io.get_untrusted_types(data=skops.io.dumps(model))
-
-
-# -- registry: gate, history, rollback ---------------------------------------------------
-
-
-def champion_version(spec: "ModelSpec", settings: Settings | None = None) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow_client(settings)
-    try:
-        return str(client.get_model_version_by_alias(spec.registered_model_name, CHAMPION).version)
-    except MlflowException:
-        return None
-
-
-def history(spec: "ModelSpec", settings: Settings | None = None) -> list[dict]:
-    client = mlflow_client(settings)
-    model = client.get_registered_model(spec.registered_model_name)
-    events = [json.loads(v) for k, v in sorted(model.tags.items()) if k.startswith(HISTORY_PREFIX)]
-    return events
-
-
-def _record(client, spec: "ModelSpec", event: dict) -> None:
-    model = client.get_registered_model(spec.registered_model_name)
-    seq = sum(1 for k in model.tags if k.startswith(HISTORY_PREFIX)) + 1
-    event = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **event}
-    client.set_registered_model_tag(spec.registered_model_name, f"{HISTORY_PREFIX}{seq:06d}", json.dumps(event))
-
-
-def _better(spec: "ModelSpec", challenger: float, champion: float) -> bool:
-    margin = spec.promotion.min_improvement
-    if spec.promotion.greater_is_better:
-        return challenger >= champion + margin
-    return challenger <= champion - margin
-
-
-def _floor_failures(spec: "ModelSpec", metrics: dict[str, float]) -> list[str]:
-    failures = []
-    for metric, floor in spec.promotion.floors.items():
-        value = metrics.get(metric)
-        lower_is_better = metric in {"rmse", "mae", "log_loss", "brier"}
-        if value is None or (value > floor if lower_is_better else value < floor):
-            failures.append(f"{metric}={value} misses the floor {floor}")
-    return failures
-
-
-def gate(
-    spec: "ModelSpec",
-    version: str,
-    holdout: "pd.DataFrame",
-    metrics: dict[str, float],
-    *,
-    actor: str,
-    settings: Settings | None = None,
-) -> GateDecision:
-    """Champion/challenger: promote ``version`` only if it passes the floors and beats the champion."""
-    import mlflow.sklearn
-
-    s = settings or get_settings()
-    client = mlflow_client(s)
-    name = spec.registered_model_name
-    metric = spec.promotion.metric
-    score = metrics[metric]
-    current = champion_version(spec, s)
-    champion_score = None
-    failures = _floor_failures(spec, metrics)
-    if failures:
-        reason = "; ".join(failures)
-    elif current is None:
-        reason = f"first model to pass the floors ({metric}={score:.4f})"
-    else:
-        champion = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
-        inputs = list(champion.feature_names_in_)
-        missing = [c for c in inputs if c not in holdout.columns]
-        if missing:
-            raise PromotionError(f"champion v{current} needs columns missing from the holdout: {missing}")
-        champion_score = evaluate(spec, champion, holdout[inputs], holdout[spec.target])[metric]
-        if _better(spec, score, champion_score):
-            reason = (
-                f"{metric} {score:.4f} beats champion v{current} ({champion_score:.4f}) "
-                f"by at least {spec.promotion.min_improvement}"
-            )
-        else:
-            reason = (
-                f"{metric} {score:.4f} does not beat champion v{current} ({champion_score:.4f}) "
-                f"by {spec.promotion.min_improvement}"
-            )
-            failures.append(reason)
-    promoted = not failures
-    decision = GateDecision(promoted, reason, metric, score, champion_score, current)
-    client.set_model_version_tag(name, version, "airloop.gate", "promoted" if promoted else "rejected")
-    client.set_model_version_tag(name, version, "airloop.gate_reason", reason)
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        if current:
-            client.set_model_version_tag(name, current, "airloop.replaced_by", version)
-    else:
-        client.set_registered_model_alias(name, CHALLENGER, version)
-    _record(
-        client, spec,
-        {"action": "promote" if promoted else "reject", "version": version, "previous": current,
-         "by": actor, "reason": reason},
-    )
-    return decision
-
-
-def rollback(
-    spec: "ModelSpec",
-    to_version: str | None = None,
-    *,
-    actor: str | None = None,
-    reason: str = "manual rollback",
-    settings: Settings | None = None,
-) -> str:
-    """Re-point ``@champion`` to ``to_version``, or to the champion before the current one."""
-    s = settings or get_settings()
-    client = mlflow_client(s)
-    name = spec.registered_model_name
-    current = champion_version(spec, s)
-    if to_version is None:
-        promoted = [e for e in history(spec, s) if e["action"] in ("promote", "rollback")]
-        previous = [e.get("previous") for e in reversed(promoted) if e["version"] == current]
-        to_version = previous[0] if previous and previous[0] else None
-        if to_version is None:
-            raise PromotionError(f"{name}: no previous champion to roll back to from v{current}")
-    client.get_model_version(name, str(to_version))  # raises if the version does not exist
-    client.set_registered_model_alias(name, CHAMPION, str(to_version))
-    _record(
-        client, spec,
-        {"action": "rollback", "version": str(to_version), "previous": current,
-         "by": actor or getpass.getuser(), "reason": reason},
-    )
-    return str(to_version)
-
-
-def current_actor() -> str:
-    return os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or getpass.getuser()
 
 
 # -- the training job --------------------------------------------------------------------
@@ -560,22 +376,6 @@ def train_model(
     }
 
 
-def gate_version(spec: "ModelSpec", version: str, *, actor: str | None = None, settings: Settings | None = None) -> GateDecision:
-    """Run the champion/challenger gate for a registered version on its own logged holdout."""
-    import mlflow
-    import pandas as pd
-
-    s = settings or get_settings()
-    client = mlflow_client(s)
-    mv = client.get_model_version(spec.registered_model_name, version)
-    run = client.get_run(mv.run_id)
-    metrics = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=HOLDOUT_ARTIFACT, dst_path=tmp)
-        holdout = pd.read_parquet(path)
-    return gate(spec, version, holdout, metrics, actor=actor or current_actor(), settings=s)
-
-
 def reproduce(spec: "ModelSpec", version: str, *, settings: Settings | None = None) -> dict[str, Any]:
     """Retrain a registered version from its recorded lineage and compare the metrics.
 
@@ -590,7 +390,7 @@ def reproduce(spec: "ModelSpec", version: str, *, settings: Settings | None = No
     from airloop.validation import read_typed
 
     s = settings or get_settings()
-    client = mlflow_client(s)
+    client = registry.client(s)
     mv = client.get_model_version(spec.registered_model_name, version)
     run = client.get_run(mv.run_id)
     recorded = json.loads(run.data.params["estimator_spec"])
@@ -627,6 +427,6 @@ def reproduce(spec: "ModelSpec", version: str, *, settings: Settings | None = No
     columns = feature_columns(respec, frame)
     model = fit(respec, train, columns)
     metrics = evaluate(respec, model, holdout[columns], holdout[respec.target])
-    original = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
+    original = registry.holdout_metrics(run.data.metrics)
     return {"version": version, "rev": rev, "original": original, "reproduced": metrics,
             "identical": all(original.get(k) == v for k, v in metrics.items())}

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from airloop import datagen
+from airloop import datagen, prediction_log, promotion, registry
 
 FIRST_DAY = dt.date(2026, 9, 1)
 REFERENCE_DAYS = [FIRST_DAY + dt.timedelta(days=i) for i in range(7, 14)]  # 7 days of full history
@@ -113,7 +112,7 @@ def world(tmp_path_factory, demo_spec):
     import pandas as pd
 
     home = tmp_path_factory.mktemp("monitor") / "airloop"
-    from airloop import serve, train
+    from airloop import train
     from airloop.settings import ensure_dirs, environ, get_settings
 
     with environ({"AIRLOOP_HOME": str(home), "MLFLOW_TRACKING_URI": None}):
@@ -132,9 +131,9 @@ def world(tmp_path_factory, demo_spec):
         _, version = train.log_training_run(
             spec, model, fit_on, holdout, columns, metrics, train.Lineage(trigger_reason="test"), settings
         )
-        assert train.gate(spec, version, holdout, metrics, actor="test", settings=settings).promoted
+        assert promotion.gate(spec, version, holdout, metrics, actor="test", settings=settings).promoted
 
-        plog = serve.PredictionLog(settings.prediction_store, settings=settings, flush_seconds=30, batch_size=2000)
+        plog = prediction_log.PredictionLog(settings.prediction_store, settings=settings, flush_seconds=30, batch_size=2000)
         logged = {}
         try:
             for day, tag, limit in [(CLEAN_DAY, "clean", None), (DRIFT_DAYS[0], "drift1", None),
@@ -364,7 +363,7 @@ def test_sampled_check_says_so_and_matches_the_full_run(world, checks):
 
 
 def test_mlflow_has_the_time_series(world, checks):
-    from airloop import monitor, train
+    from airloop import monitor
 
     runs = monitor.monitoring_history(world.spec, world.settings)
     mine = runs[runs["tags.airloop.report_id"].isin([c.report_id for c in checks.values()])]
@@ -376,7 +375,7 @@ def test_mlflow_has_the_time_series(world, checks):
                    "metrics.quality.roc_auc", "metrics.rows"):
         assert column in mine.columns, column
     assert mine["metrics.drifted_share"].iloc[0] < mine["metrics.drifted_share"].iloc[1]
-    client = train.mlflow_client(world.settings)
+    client = registry.client(world.settings)
     check = checks["drift1"]
     assert [a.path for a in client.list_artifacts(check.mlflow_run_id, "drift")] == [f"drift/{check.report_id}.json"]
     # Stamped with the window end, so the runs sort as a time series.
@@ -404,10 +403,10 @@ def test_large_windows_are_sampled_in_the_store(world):
 
 
 def test_rows_served_by_another_version_are_predicted_with_the_champion(world):
-    from airloop import monitor, serve
+    from airloop import monitor
 
     reference = monitor.load_reference(world.spec, world.settings)
-    frame = serve.read_predictions(midnight(CLEAN_DAY), end_of(CLEAN_DAY), model=world.spec, settings=world.settings)
+    frame = prediction_log.read_predictions(midnight(CLEAN_DAY), end_of(CLEAN_DAY), model=world.spec, settings=world.settings)
     served = frame["prediction"].copy()
     older = frame.index % 2 == 0
     frame.loc[older, "model_version"] = "0"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
+from airloop import promotion, registry
 from airloop.settings import ensure_dirs, get_settings
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,6 @@ pytestmark = pytest.mark.slow
 def champion(tmp_path_factory, demo_spec):
     """A registered @champion trained on order columns directly (no feature store needed)."""
     import pandas as pd
-
     from airloop import datagen, train
 
     home = tmp_path_factory.mktemp("package") / "airloop"
@@ -38,7 +37,7 @@ def champion(tmp_path_factory, demo_spec):
         run_id, version = train.log_training_run(
             demo_spec, model, fit_on, holdout, columns, metrics, train.Lineage(trigger_reason="test"), settings
         )
-        assert train.gate(demo_spec, version, holdout, metrics, actor="test", settings=settings).promoted
+        assert promotion.gate(demo_spec, version, holdout, metrics, actor="test", settings=settings).promoted
         yield settings, version, run_id
 
 
@@ -52,7 +51,6 @@ def packaged(champion, demo_spec):
 
 def test_package_champion_builds_a_labelled_bento(champion, packaged, demo_spec):
     import bentoml
-
     from airloop.package import bentoml_home
 
     settings, version, run_id = champion
@@ -85,10 +83,9 @@ def test_package_champion_builds_a_labelled_bento(champion, packaged, demo_spec)
 
 
 def test_mlflow_version_records_the_bento_tag(champion, packaged):
-    from airloop.train import mlflow_client
 
     settings, version, _ = champion
-    tags = mlflow_client(settings).get_model_version("late_delivery", version).tags
+    tags = registry.client(settings).get_model_version("late_delivery", version).tags
     assert tags["airloop.bento_tag"] == packaged["bento_tag"]
     assert tags["airloop.bento_model_tag"] == packaged["bento_model_tag"]
 
@@ -112,13 +109,12 @@ def test_bento_runs_its_bundled_sources(champion, packaged):
 
 def test_packaging_again_reuses_the_imported_model(champion, packaged, demo_spec):
     from airloop.package import package_champion
-    from airloop.train import mlflow_client
 
     settings, version, _ = champion
     again = package_champion(demo_spec, settings)
     assert again["bento_model_tag"] == packaged["bento_model_tag"]
     assert again["bento_tag"] != packaged["bento_tag"]  # a new build of the service code
-    tags = mlflow_client(settings).get_model_version("late_delivery", version).tags
+    tags = registry.client(settings).get_model_version("late_delivery", version).tags
     assert tags["airloop.bento_tag"] == again["bento_tag"]
 
 

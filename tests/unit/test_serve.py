@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from airloop import serve
-from airloop.settings import Settings, ensure_dirs, get_settings
+from airloop import errors, prediction_log, promotion, registry, serve
+from airloop.settings import ServeConfigError, Settings, ensure_dirs, get_settings, serve_config
 from airloop.testing import BentoServer, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -94,8 +93,8 @@ def test_model_input_is_built_by_name():
 
 
 def test_a_model_needing_unserved_inputs_is_refused(demo_spec):
-    model = serve.LoadedModel("late_delivery", "7", "run", None, ("distance_km", "bogus"), dt.datetime.now())
-    with pytest.raises(serve.ModelNotServable, match="v7 needs inputs .* bogus"):
+    model = registry.LoadedModel("late_delivery", "7", "run", None, ("distance_km", "bogus"), dt.datetime.now())
+    with pytest.raises(errors.ModelNotServable, match="v7 needs inputs .* bogus"):
         serve.check_servable(demo_spec, model, {"distance_km", "items"})
     serve.check_servable(demo_spec, model, {"distance_km", "bogus"})
 
@@ -103,33 +102,38 @@ def test_a_model_needing_unserved_inputs_is_refused(demo_spec):
 def test_serve_config_from_env(monkeypatch):
     monkeypatch.setenv("AIRLOOP_SERVE_POLL_SECONDS", "0.25")
     monkeypatch.setenv("AIRLOOP_SERVE_MAX_BATCH_ROWS", "50")
-    config = serve.serve_config()
+    config = serve_config()
     assert (config.poll_seconds, config.max_batch_rows, config.max_body_bytes) == (0.25, 50, 1_048_576)
     monkeypatch.setenv("AIRLOOP_SERVE_MAX_BATCH_ROWS", "lots")
-    with pytest.raises(serve.ServeConfigError, match="AIRLOOP_SERVE_MAX_BATCH_ROWS='lots'"):
-        serve.serve_config()
+    with pytest.raises(ServeConfigError, match="AIRLOOP_SERVE_MAX_BATCH_ROWS='lots'"):
+        serve_config()
     monkeypatch.setenv("AIRLOOP_SERVE_MAX_BATCH_ROWS", "0")
-    with pytest.raises(serve.ServeConfigError, match="must be positive"):
-        serve.serve_config()
+    with pytest.raises(ServeConfigError, match="must be positive"):
+        serve_config()
     monkeypatch.setenv("AIRLOOP_SERVE_MAX_BATCH_ROWS", "50")
     monkeypatch.setenv("AIRLOOP_SERVE_WORKERS", "2")
     monkeypatch.setenv("AIRLOOP_SERVE_ACCESS_LOG", "False")
-    config = serve.serve_config()
+    config = serve_config()
     assert (config.workers, config.threads, config.access_log, config.predict_in_thread) == (2, 1, False, False)
     assert config.trace_predict is False
     monkeypatch.setenv("AIRLOOP_SERVE_TRACE_PREDICT", "true")
-    assert serve.serve_config().trace_predict is True
+    assert serve_config().trace_predict is True
     monkeypatch.setenv("AIRLOOP_SERVE_PREDICT_IN_THREAD", "1")
     monkeypatch.setenv("AIRLOOP_SERVE_TIMEOUT_SECONDS", "2.5")
-    assert (serve.serve_config().predict_in_thread, serve.serve_config().timeout_seconds) == (True, 2.5)
+    assert (serve_config().predict_in_thread, serve_config().timeout_seconds) == (True, 2.5)
+    # The settings command shows the serving knobs with the rest of the settings.
+    shown = subprocess.run(
+        [sys.executable, "-m", "airloop.cli", "settings"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert {"AIRLOOP_SERVE_WORKERS=2", "AIRLOOP_SERVE_PREDICT_IN_THREAD=true", "AIRLOOP_SERVE_TIMEOUT_SECONDS=2.5"} <= set(shown)
     monkeypatch.setenv("AIRLOOP_SERVE_ACCESS_LOG", "off-ish")
-    with pytest.raises(serve.ServeConfigError, match="is not true or false"):
-        serve.serve_config()
+    with pytest.raises(ServeConfigError, match="is not true or false"):
+        serve_config()
 
 
 def check_prediction_log(settings: Settings, url: str, demo_spec) -> None:
     """Append, flush, label, filter and read back on any SQL store."""
-    log = serve.PredictionLog(url, settings=settings, flush_seconds=30)
+    log = prediction_log.PredictionLog(url, settings=settings, flush_seconds=30)
     try:
         log.append([scored("old", minutes_ago=90), scored("a", 1002, 0.5), scored("b", UNKNOWN, 0.75)])
         assert log.pending == 3  # queued, not yet written (flush interval 30 s)
@@ -137,12 +141,12 @@ def check_prediction_log(settings: Settings, url: str, demo_spec) -> None:
         assert (log.pending, log.written) == (0, 3)
         log.append([scored("a", 1002, 0.99)])  # a duplicate request id never doubles a row
         log.attach_label("a", 1)  # flushes first
-        with pytest.raises(serve.UnknownRequestId):
+        with pytest.raises(errors.UnknownRequestId):
             log.attach_label("nope", 0)
     finally:
         log.close()
 
-    frame = serve.read_predictions(model=demo_spec, settings=settings, url=url)
+    frame = prediction_log.read_predictions(model=demo_spec, settings=settings, url=url)
     assert list(frame["request_id"]) == ["old", "a", "b"]  # oldest first
     assert list(frame.columns[:9]) == [
         "request_id", "timestamp", "model", "model_version", "restaurant_id", "prediction",
@@ -154,9 +158,9 @@ def check_prediction_log(settings: Settings, url: str, demo_spec) -> None:
     assert a["labeled_at"] >= a["timestamp"]
     assert frame.set_index("request_id").loc["b", "orders_7d"] != frame.set_index("request_id").loc["b", "orders_7d"]
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=30)
-    assert list(serve.read_predictions(since=since, model="late_delivery", settings=settings, url=url)["request_id"]) == ["a", "b"]
-    assert list(serve.read_predictions(until=since, settings=settings, url=url, expand_features=False)["request_id"]) == ["old"]
-    assert serve.read_predictions(model="other_model", settings=settings, url=url).empty
+    assert list(prediction_log.read_predictions(since=since, model="late_delivery", settings=settings, url=url)["request_id"]) == ["a", "b"]
+    assert list(prediction_log.read_predictions(until=since, settings=settings, url=url, expand_features=False)["request_id"]) == ["old"]
+    assert prediction_log.read_predictions(model="other_model", settings=settings, url=url).empty
 
 
 def test_prediction_log_on_sqlite(settings, demo_spec):
@@ -165,7 +169,7 @@ def test_prediction_log_on_sqlite(settings, demo_spec):
 
 
 def test_prediction_log_spills_to_disk_when_the_store_fails(settings, monkeypatch, demo_spec):
-    log = serve.PredictionLog(settings=settings, flush_seconds=30)
+    log = prediction_log.PredictionLog(settings=settings, flush_seconds=30)
 
     def broken(rows):
         raise ConnectionError("store went away")
@@ -177,15 +181,15 @@ def test_prediction_log_spills_to_disk_when_the_store_fails(settings, monkeypatc
     assert len(spilled) == 1 and len(spilled[0].read_text().splitlines()) == 5
     assert log.last_error == "ConnectionError: store went away"
 
-    serve.PredictionLog(settings=settings).close()  # the next start loads the spill files
-    assert sorted(serve.read_predictions(settings=settings, model=demo_spec)["request_id"]) == [f"r{i}" for i in range(5)]
+    prediction_log.PredictionLog(settings=settings).close()  # the next start loads the spill files
+    assert sorted(prediction_log.read_predictions(settings=settings, model=demo_spec)["request_id"]) == [f"r{i}" for i in range(5)]
     assert not list(log.spill_dir.glob("*"))
 
 
 def test_unreachable_prediction_store_is_a_clear_error(settings):
     url = f"postgresql://postgres:secret@127.0.0.1:{free_port()}/airloop_predictions"
-    with pytest.raises(serve.PredictionStoreError) as err:
-        serve.PredictionLog(url, settings=settings, connect_timeout=2)
+    with pytest.raises(errors.PredictionStoreError) as err:
+        prediction_log.PredictionLog(url, settings=settings, connect_timeout=2)
     message = str(err.value)
     assert "prediction store postgresql://postgres:***@127.0.0.1:" in message and "is not usable" in message
     assert "secret" not in message
@@ -194,7 +198,7 @@ def test_unreachable_prediction_store_is_a_clear_error(settings):
 def test_watcher_without_a_champion_is_not_ready(settings, demo_spec):
     watcher = serve.ChampionWatcher(demo_spec, settings, poll_seconds=60)
     assert watcher.try_refresh() is False
-    with pytest.raises(serve.NotReady, match="no servable @champion model for 'late_delivery' yet.*no @champion alias"):
+    with pytest.raises(errors.NotReady, match="no servable @champion model for 'late_delivery' yet.*no @champion alias"):
         watcher.get()
     assert watcher.status()["model_version"] is None
 
@@ -220,16 +224,13 @@ class Demo:
     models: dict = field(default_factory=dict)
 
     def model(self, version: str):
-        import mlflow.sklearn
-
         if version not in self.models:
-            self.models[version] = mlflow.sklearn.load_model(f"models:/{self.spec.name}/{version}")
+            self.models[version] = registry.load_sklearn_model(f"models:/{self.spec.name}/{version}", self.settings)
         return self.models[version]
 
     def expected(self, version: str, rows: list[dict]) -> list[float]:
         """What the model predicts, loaded straight from MLflow, on the same online features."""
         import pandas as pd
-
         from airloop import features
 
         model = self.model(version)
@@ -242,7 +243,6 @@ class Demo:
 def prepare_demo(home: Path, spec) -> Demo:
     """Orders -> statistics -> Feast (applied, materialized) -> training set -> v1 champion, v2."""
     import pandas as pd
-
     from airloop import datagen, features, train
 
     settings = ensure_dirs(get_settings())
@@ -272,9 +272,9 @@ def prepare_demo(home: Path, spec) -> Demo:
             spec, model, fit_on, holdout, columns, metrics, train.Lineage(trigger_reason="test"), settings
         )
         if params is None:
-            assert train.gate(spec, version, holdout, metrics, actor="test", settings=settings).promoted
+            assert promotion.gate(spec, version, holdout, metrics, actor="test", settings=settings).promoted
         versions.append(version)
-    assert train.champion_version(spec, settings) == versions[0]
+    assert registry.champion_version(spec, settings) == versions[0]
     store = features.get_store(settings)
     return Demo(settings, spec, store, versions[0], versions[1], sorted(orders["restaurant_id"].unique().tolist()))
 
@@ -331,7 +331,7 @@ def test_predictor_holds_the_feature_service_between_registry_reads(demo, monkey
     monkeypatch.setattr(demo.store, "get_feature_service", registry_down)
     predictor._service_seconds = 0  # due for a re-read: it fails, the service read last keeps serving
     assert [s.prediction for s in predictor.predict(rows)] == pytest.approx(expected)
-    with pytest.raises(serve.FeatureLookupError, match="registry unreachable") as err:
+    with pytest.raises(errors.FeatureLookupError, match="registry unreachable") as err:
         fresh.predict(rows)  # never read it: nothing to fall back on
     assert err.value.status == 503
 
@@ -464,7 +464,7 @@ def test_prediction_log_rows_match_requests_one_for_one(server, demo, issued):
 
     deadline = time.monotonic() + 20
     while True:
-        logged = serve.read_predictions(model=demo.spec, settings=demo.settings)
+        logged = prediction_log.read_predictions(model=demo.spec, settings=demo.settings)
         logged = logged[logged["request_id"].isin(wanted)]
         if len(logged) == len(wanted) or time.monotonic() > deadline:
             break
@@ -496,7 +496,7 @@ def test_feedback_attaches_the_true_label(server, demo, issued):
     assert post(server, "/feedback", {"request_id": second["request_id"], "label": 0.5}).status_code == 400
     assert post(server, "/feedback", {"request_id": second["request_id"], "label": 0}).status_code == 200
 
-    logged = serve.read_predictions(model=demo.spec, settings=demo.settings).set_index("request_id")
+    logged = prediction_log.read_predictions(model=demo.spec, settings=demo.settings).set_index("request_id")
     assert logged.loc[first["request_id"], "label"] == 1.0
     assert logged.loc[second["request_id"], "label"] == 0.0
     assert logged.loc[first["request_id"], "labeled_at"] >= logged.loc[first["request_id"], "timestamp"]
@@ -506,7 +506,6 @@ def test_feedback_attaches_the_true_label(server, demo, issued):
 def test_model_swap_under_continuous_requests(server, demo, issued):
     import requests
 
-    from airloop import train
 
     stop = threading.Event()
     results: list[list[tuple]] = [[], []]
@@ -531,7 +530,7 @@ def test_model_swap_under_continuous_requests(server, demo, issued):
         t.start()
     try:
         time.sleep(1.5)
-        train.mlflow_client(demo.settings).set_registered_model_alias(demo.spec.name, "champion", demo.challenger)
+        registry.client(demo.settings).set_registered_model_alias(demo.spec.name, "champion", demo.challenger)
         deadline = time.monotonic() + 60
         while not any(v == demo.challenger for out in results for v, *_ in out[-5:]):
             assert time.monotonic() < deadline, "the new champion never showed up in answers"
@@ -557,20 +556,39 @@ def test_model_swap_under_continuous_requests(server, demo, issued):
     assert post(server, "/status").json()["model_version"] == demo.challenger
 
 
-@pytest.mark.slow
-def test_a_champion_the_service_cannot_serve_is_refused(server, demo, issued):
-    """@champion moved to a model needing an input nobody provides: keep serving the old one."""
-    import mlflow
+def _needs_an_input_nobody_serves():
     import pandas as pd
-    import skops.io
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from airloop import train
-
-    client = train.mlflow_client(demo.settings)
-    before = post(server, "/status").json()["model_version"]
     frame = pd.DataFrame({"distance_km": [1.0, 2.0, 3.0, 4.0] * 10, "bogus": [0.0, 1.0] * 20})
-    model = HistGradientBoostingClassifier(max_iter=5).fit(frame, [0, 1, 0, 1] * 10)
+    return HistGradientBoostingClassifier(max_iter=5).fit(frame, [0, 1, 0, 1] * 10)
+
+
+def _asks_to_trust_os_system():
+    import os
+
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    return make_pipeline(FunctionTransformer(os.system), HistGradientBoostingClassifier(max_iter=5))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("make_model", "says"),
+    [(_needs_an_input_nobody_serves, ["bogus"]), (_asks_to_trust_os_system, ["untrusted types", "system"])],
+    ids=["unserved-input", "untrusted-artifact"],
+)
+def test_a_champion_the_service_cannot_serve_is_refused(server, demo, issued, make_model, says):
+    """@champion moved to a model that cannot be served (an input nobody provides), or whose
+    artifact's own trusted-types list lets in os.system: the old champion keeps serving."""
+    import mlflow
+    import skops.io
+
+    client = registry.client(demo.settings)
+    before = post(server, "/status").json()["model_version"]
+    model = make_model()
     experiment = client.get_experiment_by_name(demo.spec.name)  # its artifacts stay under AIRLOOP_HOME
     with mlflow.start_run(experiment_id=experiment.experiment_id):
         info = mlflow.sklearn.log_model(
@@ -581,10 +599,10 @@ def test_a_champion_the_service_cannot_serve_is_refused(server, demo, issued):
     client.set_registered_model_alias(demo.spec.name, "champion", bad)
     try:
         deadline = time.monotonic() + 60
-        while not (status := post(server, "/status").json())["last_error"]:
+        while f"v{bad} refused" not in ((status := post(server, "/status").json())["last_error"] or ""):
             assert time.monotonic() < deadline, status
             time.sleep(0.3)
-        assert f"v{bad} refused" in status["last_error"] and "bogus" in status["last_error"]
+        assert all(text in status["last_error"] for text in says), status["last_error"]
         answer = post(server, "/predict", row(demo.restaurants[0])).json()
         issued.append(answer["request_id"])
         assert answer["model_version"] == before == status["model_version"]
@@ -603,7 +621,7 @@ def test_clean_shutdown_writes_every_prediction(server, demo, issued):
     assert "prediction log closed" in logs
     # No warning is written to stderr per request.
     assert "model_fields" not in logs
-    logged = serve.read_predictions(model=demo.spec, settings=demo.settings)
+    logged = prediction_log.read_predictions(model=demo.spec, settings=demo.settings)
     assert len(logged) == len(issued) and set(logged["request_id"]) == set(issued)
 
 
@@ -629,7 +647,7 @@ def test_server_logs_to_postgres_and_flushes_on_shutdown(demo, pg_database, tmp_
         assert srv.stop() == 0
     finally:
         srv.stop()
-    logged = serve.read_predictions(model=demo.spec, settings=demo.settings, url=pg_database)
+    logged = prediction_log.read_predictions(model=demo.spec, settings=demo.settings, url=pg_database)
     assert sorted(logged["request_id"]) == sorted(a["request_id"] for a in first + later)
     assert logged.set_index("request_id").loc[first[0]["request_id"], "label"] == 1.0
 
@@ -646,3 +664,27 @@ def test_server_refuses_to_start_without_its_prediction_store(demo, tmp_path):
     logs = srv.logs()
     assert f"prediction store {url} is not usable" in logs
     assert "Service airloop initialized" not in logs
+
+
+@pytest.mark.slow
+def test_killing_the_server_stops_its_worker(demo, tmp_path):
+    """kill -9 of `bentoml serve` must not leave its worker (own process group) serving."""
+    import psutil
+    import requests
+
+    srv = BentoServer(demo.settings, tmp_path / "killed.log").start().wait_ready()
+    try:
+        workers = psutil.Process(srv.proc.pid).children(recursive=True)
+        assert workers, "bentoml serve started no worker"
+        answer = post(srv, "/predict", row(demo.restaurants[0])).json()
+        srv.proc.kill()  # SIGKILL: the server gets no chance to stop anything
+        srv.proc.wait(10)
+        gone, alive = psutil.wait_procs(workers, timeout=60)
+        assert not alive, f"workers outlived the server: {[p.pid for p in alive]}"
+        with pytest.raises(requests.ConnectionError):
+            requests.post(f"{srv.url}/predict", json=row(demo.restaurants[0]), timeout=5)
+    finally:
+        srv.stop()
+    # The worker got SIGTERM, so it shut down cleanly: its prediction is in the log.
+    logged = prediction_log.read_predictions(model=demo.spec, settings=demo.settings)
+    assert answer["request_id"] in set(logged["request_id"])

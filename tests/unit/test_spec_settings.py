@@ -72,3 +72,64 @@ def test_no_machine_paths_in_the_code():
             if needle in text:
                 offenders.append(f"{path.relative_to(REPO_ROOT)}: {needle}")
     assert not offenders
+
+
+def test_placeholder_and_short_secrets_are_refused_by_name():
+    from airloop.settings import WeakSecretError, require_strong_secrets, weak_secrets
+
+    strong = "x" * 32
+    env = {
+        "AIRFLOW__CORE__FERNET_KEY": strong,
+        "AIRFLOW__API_AUTH__JWT_SECRET": "change-me",
+        "AIRFLOW__API__SECRET_KEY": "",
+        "AIRLOOP_ADMIN_PASSWORD": "short",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airloop:change-me@postgres:5432/airflow",
+        "AIRLOOP_PREDICTION_STORE": f"postgresql://airloop:{strong}@postgres:5432/airloop",
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    }
+    assert weak_secrets(env) == [
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRLOOP_ADMIN_PASSWORD",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (password)",
+    ]
+    with pytest.raises(WeakSecretError, match="AIRFLOW__API_AUTH__JWT_SECRET, AIRFLOW__API__SECRET_KEY"):
+        require_strong_secrets(env)
+    # Unset secrets (the embedded start) and passwordless local URLs are fine.
+    assert weak_secrets({"AIRLOOP_PREDICTION_STORE": "postgresql://postgres@127.0.0.1:5432/x"}) == []
+
+
+def test_the_env_example_is_refused_and_new_env_passes(tmp_path):
+    """What compose's airflow-init runs first: the example's change-me values stop the stack."""
+    import subprocess
+    import sys
+
+    from airloop.settings import REPO_ROOT
+
+    def check(env_file):
+        values = dict(
+            line.split("=", 1) for line in env_file.read_text().splitlines()
+            if "=" in line and not line.lstrip().startswith("#")
+        )
+        env = {  # the names compose gives them inside the containers
+            "PATH": "/usr/bin:/bin",
+            "AIRFLOW__CORE__FERNET_KEY": values["AIRFLOW_FERNET_KEY"],
+            "AIRFLOW__API_AUTH__JWT_SECRET": values["AIRFLOW_JWT_SECRET"],
+            "AIRFLOW__API__SECRET_KEY": values["AIRFLOW_API_SECRET_KEY"],
+            "AIRLOOP_ADMIN_PASSWORD": values["AIRLOOP_ADMIN_PASSWORD"],
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
+                f"postgresql+psycopg2://airloop:{values['POSTGRES_PASSWORD']}@postgres:5432/airflow",
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "airloop.cli", "check-secrets"], env=env, capture_output=True, text=True
+        )
+
+    refused = check(REPO_ROOT / ".env.example")
+    assert refused.returncode == 1
+    for name in ("FERNET_KEY", "JWT_SECRET", "API__SECRET_KEY", "ADMIN_PASSWORD", "SQL_ALCHEMY_CONN (password)"):
+        assert name in refused.stderr
+    fresh = tmp_path / ".env"
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "docker" / "new_env.py"), "--output", str(fresh)], check=True, capture_output=True
+    )
+    assert check(fresh).returncode == 0

@@ -10,8 +10,7 @@ import time
 import uuid
 
 import pytest
-
-from airloop import datagen
+from airloop import datagen, errors, promotion, registry
 
 pytestmark = pytest.mark.slow
 # 7 warm-up days (the spec), 6 training days, 3 holdout days.
@@ -61,25 +60,25 @@ def test_champion_challenger_rollback_and_reproduce(home, demo_spec):
     weak = _variant(demo_spec, max_iter=2, max_depth=1, learning_rate=0.1)
 
     first = train.train_model(medium, reason="bootstrap")
-    decision = train.gate_version(demo_spec, first["version"], actor="tester")
+    decision = promotion.gate_version(demo_spec, first["version"], actor="tester")
     assert decision.promoted and decision.reason.startswith("first model")
-    assert train.champion_version(demo_spec) == first["version"]
+    assert registry.champion_version(demo_spec) == first["version"]
 
     worse = train.train_model(weak, reason="worse on purpose")
-    decision = train.gate_version(demo_spec, worse["version"], actor="tester")
+    decision = promotion.gate_version(demo_spec, worse["version"], actor="tester")
     assert not decision.promoted
-    assert train.champion_version(demo_spec) == first["version"]
-    client = train.mlflow_client()
+    assert registry.champion_version(demo_spec) == first["version"]
+    client = registry.client()
     tags = client.get_model_version(demo_spec.name, worse["version"]).tags
     assert tags["airloop.gate"] == "rejected" and tags["airloop.gate_reason"] == decision.reason
     assert str(client.get_model_version_by_alias(demo_spec.name, "challenger").version) == worse["version"]
 
     better = train.train_model(demo_spec, reason="drift", drift_report_id="report-123")
-    decision = train.gate_version(demo_spec, better["version"], actor="tester")
+    decision = promotion.gate_version(demo_spec, better["version"], actor="tester")
     assert decision.promoted, decision.reason
     assert decision.champion_version == first["version"]
     assert decision.challenger_score >= decision.champion_score + demo_spec.promotion.min_improvement
-    assert train.champion_version(demo_spec) == better["version"]
+    assert registry.champion_version(demo_spec) == better["version"]
 
     # Lineage travels with the version and the run.
     mv = client.get_model_version(demo_spec.name, better["version"])
@@ -93,9 +92,9 @@ def test_champion_challenger_rollback_and_reproduce(home, demo_spec):
     artifacts = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
     assert {"plots/roc_curve.png", "plots/pr_curve.png", "plots/calibration.png", "plots/feature_importance.png"} <= artifacts
 
-    assert train.rollback(demo_spec, actor="tester", reason="bad on call") == first["version"]
-    assert train.champion_version(demo_spec) == first["version"]
-    actions = [(e["action"], e["version"], e["by"]) for e in train.history(demo_spec)]
+    assert promotion.rollback(demo_spec, actor="tester", reason="bad on call") == first["version"]
+    assert registry.champion_version(demo_spec) == first["version"]
+    actions = [(e["action"], e["version"], e["by"]) for e in registry.history(demo_spec)]
     assert actions == [
         ("promote", first["version"], "tester"),
         ("reject", worse["version"], "tester"),
@@ -111,9 +110,9 @@ def test_rollback_with_nothing_before_is_a_clear_error(home, demo_spec):
     from airloop import train
 
     first = train.train_model(demo_spec)
-    train.gate_version(demo_spec, first["version"], actor="tester")
-    with pytest.raises(train.PromotionError, match="no previous champion"):
-        train.rollback(demo_spec)
+    promotion.gate_version(demo_spec, first["version"], actor="tester")
+    with pytest.raises(errors.PromotionError, match="no previous champion"):
+        promotion.rollback(demo_spec)
 
 
 def test_too_little_data_for_a_holdout_is_a_clear_error(home, demo_spec):
@@ -125,7 +124,6 @@ def test_too_little_data_for_a_holdout_is_a_clear_error(home, demo_spec):
 
 def test_split_leaves_out_the_warm_up_and_weighs_recent_days_up(demo_spec):
     import pandas as pd
-
     from airloop import train
 
     days = pd.date_range("2026-09-01", periods=12, freq="D", tz="UTC")
@@ -193,21 +191,32 @@ def mlflow_server(home, tmp_path, monkeypatch):
 
 @pytest.mark.services
 def test_on_an_mlflow_server_and_with_the_server_down(mlflow_server, demo_spec):
+    from mlflow.exceptions import MlflowException
+
     from airloop import train
 
     first = train.train_model(demo_spec, reason="bootstrap")
-    assert train.gate_version(demo_spec, first["version"], actor="tester").promoted
-    assert train.champion_version(demo_spec) == first["version"]
+    assert promotion.gate_version(demo_spec, first["version"], actor="tester").promoted
+    assert registry.champion_version(demo_spec) == first["version"]
+    second = train.train_model(demo_spec, reason="challenger")
+    holdout = registry.download_frame(second["run_id"], registry.HOLDOUT_ARTIFACT)
+    history_before = registry.history(demo_spec)
 
     os.killpg(mlflow_server["proc"].pid, 15)
     mlflow_server["proc"].wait(30)
-    with pytest.raises(Exception):
+    with pytest.raises(MlflowException, match="API request to .* failed"):
         train.train_model(demo_spec, reason="server down")
+    # The registry fails in the middle of the gate: its champion read must raise, not read
+    # as "no champion" (which would promote the challenger as a first model).
+    with pytest.raises(errors.RegistryError, match="cannot read @champion"):
+        promotion.gate(demo_spec, second["version"], holdout, second["metrics"], actor="tester")
 
     mlflow_server["proc"] = _start_mlflow(mlflow_server["db_url"], mlflow_server["artifacts"], mlflow_server["port"])
-    assert train.champion_version(demo_spec) == first["version"]
-    client = train.mlflow_client()
+    assert registry.champion_version(demo_spec) == first["version"]
+    client = registry.client()
     versions = client.search_model_versions(f"name='{demo_spec.name}'")
     # Nothing half-registered: the failed run left no version behind and no alias moved.
-    assert [str(v.version) for v in versions] == [first["version"]]
+    assert sorted(str(v.version) for v in versions) == sorted([first["version"], second["version"]])
     assert str(client.get_model_version_by_alias(demo_spec.name, "champion").version) == first["version"]
+    assert "airloop.gate" not in client.get_model_version(demo_spec.name, second["version"]).tags
+    assert registry.history(demo_spec) == history_before

@@ -1,0 +1,81 @@
+"""Airloop's exceptions, in one place.
+
+Stage and adapter modules raise these; callers (DAG tasks, the HTTP service) catch them by
+kind. A :class:`ServeError` carries the HTTP status the prediction service answers with.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FeatureLookupError",
+    "InvalidLabel",
+    "ModelNotServable",
+    "NotReady",
+    "PredictionStoreError",
+    "PromotionError",
+    "RegistryError",
+    "ServeError",
+    "ServiceUnreachable",
+    "UnknownRequestId",
+    "UntrustedModel",
+]
+
+
+class RegistryError(RuntimeError):
+    """The model registry could not be read or written: never taken as "nothing there yet"."""
+
+
+class PromotionError(RuntimeError):
+    """A promotion or rollback could not be carried out (e.g. rollback with no target)."""
+
+
+class ServeError(RuntimeError):
+    """A request could not be served; ``status`` is the HTTP status to answer with."""
+
+    status = 500
+
+
+class NotReady(ServeError):
+    """No servable champion model is loaded (yet)."""
+
+    status = 503
+
+
+class FeatureLookupError(ServeError):
+    """The online feature store could not be read."""
+
+    status = 503
+
+
+class ModelNotServable(ServeError):
+    """A model cannot be served: it needs inputs nobody provides, or it is not trusted."""
+
+    status = 500
+
+
+class UntrustedModel(ModelNotServable):
+    """A model artifact asks to load a type or format Airloop does not trust (no pickle)."""
+
+
+class PredictionStoreError(ServeError):
+    """The prediction store is unreachable or failed."""
+
+    status = 503
+
+
+class UnknownRequestId(ServeError):
+    """Feedback names a request id the prediction log does not hold."""
+
+    status = 404
+
+
+class InvalidLabel(ServeError):
+    """Feedback carries a label the model's task cannot take."""
+
+    status = 400
+
+
+class ServiceUnreachable(ServeError):
+    """No prediction service answers at the configured URL."""
+
+    status = 503
