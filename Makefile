@@ -33,12 +33,17 @@ help:
 
 install: $(VENV)/.installed system-deps
 
-# Debian packages the tests use: docker-compose validates the compose file without an engine.
+# Debian packages the tests use: docker-compose validates the compose file without an engine;
+# chromium (with a font for its text) is the browser PyPI playwright drives in the UI tests, as
+# Playwright cannot download its own browsers here. Only missing ones are installed.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_PACKAGES := docker-compose chromium fonts-liberation
 system-deps:
-	@command -v docker-compose >/dev/null || { \
-	  echo "installing Debian packages: docker-compose"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq docker-compose >/dev/null; }
+	@missing="$$(for pkg in $(SYSTEM_PACKAGES); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$pkg 2>/dev/null)" = installed ] || echo $$pkg; done)"; \
+	[ -z "$$missing" ] || { \
+	  echo "installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; }
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: Airloop needs CPython 3.11" >&2; exit 1; }

@@ -2,25 +2,66 @@
 
 A FastAPI app mounted under the api-server at ``/airloop`` serves the Great Expectations Data
 Docs and the Evidently drift reports from ``AIRLOOP_HOME``; an external view puts it in the
-UI's navigation. Every route requires an authenticated Airflow user (the UI's session cookie
-or an API bearer token), like the rest of the API.
+UI's navigation.
+
+Reports hold data from CSV files (a cell can be ``<img src=x onerror=...>``) and come from the
+api-server's own origin, where the UI keeps the user's JWT in a cookie that page scripts can
+read. So nothing a report contains may run with that origin's rights: every response carries a
+``Content-Security-Policy`` with ``sandbox`` (an opaque origin: no cookies, no same-origin API
+calls) and no external hosts, ``nosniff`` and an explicit content type.
+
+Access: every route needs an authenticated Airflow user (the UI's cookie or a bearer token); a
+file also needs read access to the runs of the DAG that wrote it, as the auth manager decides.
 """
 
 from __future__ import annotations
 
 import html
 from pathlib import Path
+from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from airflow.api_fastapi.core_api.security import requires_authenticated
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag, requires_authenticated
 from airflow.plugins_manager import AirflowPlugin
 
 PREFIX = "/airloop"
 
+# Shared by every policy: nothing from other hosts, no network calls, no forms; images, styles
+# and fonts only from the report itself. Not even 'self': a sandboxed page has an opaque origin,
+# so its requests to this plugin carry no login cookie and would only get a 401.
+_BASE_POLICY = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
+    "connect-src 'none'; form-action 'none'; base-uri 'none'; frame-ancestors 'self'"
+)
+# Evidently draws its report with inline scripts: they run, but sandboxed in an opaque origin.
+SCRIPTED_POLICY = f"sandbox allow-scripts; {_BASE_POLICY}; script-src 'unsafe-inline'"
+# Everything else (Data Docs, the index, errors) needs no script at all: Data Docs' own scripts
+# come from public CDNs, which the policy blocks anyway.
+STATIC_POLICY = f"sandbox; {_BASE_POLICY}"
+_POLICY_BY_ROOT = {"reports": SCRIPTED_POLICY, "datadocs": STATIC_POLICY}
+
+# Types served inline; any other file is a download (application/octet-stream, attachment).
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".svg": "image/svg+xml",
+    ".ico": "image/x-icon",
+}
+
 
 def _roots() -> dict[str, Path]:
+    """Report roots by the name used in ``/files/{root}/...``."""
     from airloop.settings import get_settings
 
     s = get_settings()
@@ -30,32 +71,139 @@ def _roots() -> dict[str, Path]:
     }
 
 
-reports_app = FastAPI(title="Airloop reports", dependencies=[Depends(requires_authenticated())])
+def resolve_inside(base: Path, path: str) -> Path | None:
+    """The regular file ``path`` names under ``base``, or None.
+
+    Symlinks are followed and must end inside ``base``. Paths that the OS cannot take (a NUL
+    byte, too long) give None rather than an exception, so they answer 404 and never 500.
+    """
+    if "\x00" in path:
+        return None
+    try:
+        root = base.resolve()
+        target = (root / path).resolve()
+        return target if target.is_relative_to(root) and target.is_file() else None
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a symlink loop
+        return None
+
+
+def newest_reports(base: Path, limit: int = 200) -> list[Path]:
+    """``<model>/<name>.html`` paths under ``base`` that would be served, newest first."""
+    found: list[tuple[float, Path]] = []
+    for path in base.glob("*/*.html"):
+        rel = path.relative_to(base)
+        target = resolve_inside(base, rel.as_posix())
+        if target is None:  # e.g. a symlink out of the root
+            continue
+        try:
+            found.append((target.stat().st_mtime, rel))
+        except OSError:  # removed since the glob saw it
+            continue
+    return [rel for _, rel in sorted(found, key=lambda item: item[0], reverse=True)[:limit]]
+
+
+def report_dag_id(root: str, relative: Path) -> str | None:
+    """The DAG whose runs wrote a report, for authorization.
+
+    ``reports/<model>/...`` come from the model's monitor DAG (``ModelSpec.dag_id("monitor")``
+    is ``<model>__monitor``). Data Docs mix every dataset's ingest runs, so they need read
+    access to DAG runs in general (None).
+    """
+    if root == "reports" and len(relative.parts) > 1:
+        return f"{relative.parts[0]}__monitor"
+    return None
+
+
+def check_access(request: Request, user: GetUserDep, dag_id: str | None) -> None:
+    """Raise 403 unless the auth manager lets ``user`` read the runs of ``dag_id``."""
+    requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=dag_id)(request, user)
+
+
+def may_read(request: Request, user: GetUserDep, dag_id: str | None) -> bool:
+    """``check_access`` as a yes/no, for the index."""
+    try:
+        check_access(request, user, dag_id)
+    except HTTPException:
+        return False
+    return True
+
+
+class SecurityHeaders:
+    """Give every response of the app the strict headers unless a route set its own policy.
+
+    Plain ASGI rather than ``BaseHTTPMiddleware`` so file responses keep streaming.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {name.lower() for name, _ in headers}
+                for name, value in (
+                    (b"content-security-policy", STATIC_POLICY.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer"),
+                ):
+                    if name not in names:
+                        headers.append((name, value))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+# No /docs, /redoc or /openapi.json: they would answer without login.
+reports_app = FastAPI(
+    title="Airloop reports",
+    dependencies=[Depends(requires_authenticated())],
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+)
+reports_app.add_middleware(SecurityHeaders)
 
 
 @reports_app.get("/", response_class=HTMLResponse)
-def index() -> str:
+def index(request: Request, user: GetUserDep) -> str:
+    """Links to the Data Docs and the newest 200 reports this user may read."""
     roots = _roots()
     items = []
-    docs = roots["datadocs"] / "index.html"
-    if docs.exists():
+    if (roots["datadocs"] / "index.html").is_file() and may_read(request, user, None):
         items.append(f'<li><a href="{PREFIX}/files/datadocs/index.html">Great Expectations Data Docs</a></li>')
-    for report in sorted(roots["reports"].glob("*/*.html"), key=lambda p: p.stat().st_mtime, reverse=True)[:200]:
-        rel = report.relative_to(roots["reports"]).as_posix()
-        items.append(f'<li><a href="{PREFIX}/files/reports/{html.escape(rel)}">{html.escape(rel)}</a></li>')
+    readable: dict[str, bool] = {}  # one decision per model directory
+    for rel in newest_reports(roots["reports"]):
+        model = rel.parts[0]
+        if model not in readable:
+            readable[model] = may_read(request, user, report_dag_id("reports", rel))
+        if readable[model]:
+            href = html.escape(f"{PREFIX}/files/reports/{quote(rel.as_posix())}")
+            items.append(f'<li><a href="{href}">{html.escape(rel.as_posix())}</a></li>')
     body = "\n".join(items) or "<li>No reports yet: run an ingest or monitor DAG.</li>"
     return f"<!doctype html><title>Airloop reports</title><h1>Airloop reports</h1><ul>{body}</ul>"
 
 
 @reports_app.get("/files/{root}/{path:path}")
-def report_file(root: str, path: str) -> FileResponse:
+def report_file(root: str, path: str, request: Request, user: GetUserDep) -> FileResponse:
+    """One file of a report root, sandboxed; 404 for anything that is not a file inside it."""
     base = _roots().get(root)
-    if base is None:
-        raise HTTPException(404, f"unknown report root {root!r}")
-    target = (base / path).resolve()
-    if not target.is_relative_to(base.resolve()) or not target.is_file():
+    target = resolve_inside(base, path) if base is not None else None
+    if target is None:
         raise HTTPException(404, "no such report")
-    return FileResponse(target)
+    check_access(request, user, report_dag_id(root, target.relative_to(base.resolve())))
+    headers = {"Content-Security-Policy": _POLICY_BY_ROOT[root]}  # SecurityHeaders adds the rest
+    media_type = CONTENT_TYPES.get(target.suffix.lower())
+    if media_type is None:
+        return FileResponse(
+            target, media_type="application/octet-stream", headers=headers,
+            filename=target.name, content_disposition_type="attachment",
+        )
+    return FileResponse(target, media_type=media_type, headers=headers)
 
 
 class AirloopPlugin(AirflowPlugin):

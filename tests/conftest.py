@@ -22,7 +22,7 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_DIR / 'airflow' / 'airflow.db'}"
 for _name in ("MLFLOW_TRACKING_URI", "BENTOML_HOME") + tuple(
-    k for k in os.environ if k.startswith("AIRLOOP_") and k != "AIRLOOP_HOME"
+    k for k in os.environ if k.startswith("AIRLOOP_") and k not in ("AIRLOOP_HOME", "AIRLOOP_TEST_ARTIFACTS")
 ):
     os.environ.pop(_name, None)
 
