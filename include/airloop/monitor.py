@@ -11,7 +11,7 @@ predictions of a model and compares them with the ``@champion``'s reference data
 - **model quality** on the predictions whose label has come back, against the champion's
   logged holdout metrics (``holdout_<metric>``).
 
-Below ``spec.drift.min_rows`` rows (one COUNT) the check says ``insufficient_data`` and runs
+Below the spec's minimum row count (one COUNT) the check says ``insufficient_data`` and runs
 nothing. A window larger than ``spec.drift.sample_size`` rows is sampled in the prediction store
 (seeded, uniform; only the sampled rows are fetched and parsed, see :func:`read_window`); the
 result says so and gives a per-column bound on the sampling error of the score (see
@@ -24,9 +24,12 @@ one MLflow run in the experiment ``<model>-monitoring`` (run start = window end,
 ``drifted_share``, ``drift.<feature>``, ``prediction_drift``, ``quality.<metric>``, ...; the
 JSON report as artifact ``drift/<report_id>.json``), so the experiment is the time series.
 
-The retrain policy (:func:`decide`) is pure; :func:`decide_and_record` applies it under a file
-lock to the durable history in ``reports_dir/<model>/policy.json`` and records the check and
-any trigger in the same critical section, so concurrent checks cannot both trigger.
+The verdict (status, signals, message) and the retrain policy are pure and live in
+:mod:`airloop.decisions` (:func:`~airloop.decisions.drift_verdict`,
+:func:`~airloop.decisions.decide`): this module measures and keeps records. :func:`decide_and_record`
+applies the policy under a file lock to the durable history in ``reports_dir/<model>/policy.json``
+and records the check and any trigger in the same critical section, so concurrent checks cannot
+both trigger.
 
 Heavy libraries (pandas, evidently, mlflow, sklearn) are imported inside the functions.
 """
@@ -48,20 +51,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from airloop import prediction_log, registry
-from airloop.decisions import greater_is_better
+from airloop.decisions import (
+    DRIFT,
+    INSUFFICIENT_DATA,
+    Decision,
+    DriftThresholds,
+    DriftVerdict,
+    History,
+    as_utc,
+    decide,
+    drift_verdict,
+    metric_drop,
+)
 from airloop.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from airloop.spec import ModelSpec
+    from airloop.spec import DriftSpec, ModelSpec
 
 log = logging.getLogger(__name__)
 
-INSUFFICIENT_DATA = "insufficient_data"
-OK = "ok"
-DRIFT = "drift"
-STATUSES = (INSUFFICIENT_DATA, OK, DRIFT)
 PREDICTION = "prediction"
 LABEL = "label"
 EXPERIMENT_SUFFIX = "-monitoring"
@@ -145,7 +155,7 @@ class DriftCheck:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         for key in ("window_start", "window_end"):
-            values[key] = _utc(values[key])
+            values[key] = as_utc(values[key])
         return cls(**values)
 
     def metrics(self) -> dict[str, float]:
@@ -172,54 +182,7 @@ class DriftCheck:
         return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(float(v))}
 
 
-@dataclass
-class Decision:
-    """Whether a check triggers a retrain, and why (``reason`` is meant for people)."""
-
-    trigger: bool
-    reason: str
-    model: str
-    report_id: str
-    status: str
-    streak: int  # consecutive drift windows including this check
-    required: int  # spec.drift.consecutive_windows
-    training_active: bool
-    decided_at: dt.datetime
-    champion_version: str | None = None
-    cooldown_until: dt.datetime | None = None
-    last_trigger_at: dt.datetime | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        for key in ("decided_at", "cooldown_until", "last_trigger_at"):
-            out[key] = out[key].isoformat() if out[key] else None
-        return out
-
-
-@dataclass
-class History:
-    """The durable policy state of one model: recorded checks and retrain triggers, oldest first."""
-
-    model: str
-    checks: list[dict[str, Any]]
-    triggers: list[dict[str, Any]]
-    path: Path
-
-    def last_trigger(self) -> dict[str, Any] | None:
-        return max(self.triggers, key=lambda t: t["at"]) if self.triggers else None
-
-
 # --- small helpers ----------------------------------------------------------------------------
-
-
-def _utc(value: dt.datetime | str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    elif not isinstance(value, dt.datetime):  # pandas Timestamp and friends
-        value = value.to_pydatetime()
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _json_safe(value: Any) -> Any:
@@ -254,7 +217,7 @@ def model_dir(spec: "ModelSpec", settings: Settings | None = None) -> Path:
 
 
 def new_report_id(spec: "ModelSpec", window_end: dt.datetime) -> str:
-    return f"{spec.name}-{_utc(window_end):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    return f"{spec.name}-{as_utc(window_end):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
 
 
 def _seed(*parts: object) -> int:
@@ -413,15 +376,15 @@ def _inputs(frame: "pd.DataFrame", columns) -> "pd.DataFrame":
 
 @dataclass
 class DriftRun:
-    """Evidently's answers for one current frame; :func:`run_drift` makes it."""
+    """Evidently's answers for one current frame; :func:`run_drift` makes it, :meth:`verdict` judges it."""
 
+    drift_spec: "DriftSpec"  # the thresholds of the verdict
     rows: int
     rows_checked: int
     sampled: bool
     seed: int | None
-    drift_share_threshold: float
-    drifted_share: float | None
-    dataset_drift: bool
+    drifted_share: float | None  # drifted_columns / features_compared
+    features_compared: int  # the inputs compared, and those empty in the window
     drifted_columns: list[str]
     feature_scores: dict[str, float]
     feature_methods: dict[str, str]
@@ -432,10 +395,40 @@ class DriftRun:
     prediction_method: str | None
     prediction_threshold: float | None
     sampling_error: dict[str, float | None]
-    borderline: list[str]
-    decision_stable: bool | None
+    borderline: list[str]  # columns (and the prediction) whose score is within the sampling error
     snapshots: dict[str, Any]  # "data_drift", "prediction_drift": Evidently snapshots
     seconds: float
+
+    def verdict(
+        self,
+        quality: dict[str, Any] | None = None,
+        *,
+        window_start: dt.datetime | None = None,
+        window_end: dt.datetime | None = None,
+    ) -> DriftVerdict:
+        """The drift verdict on these numbers and the quality numbers (see :func:`quality`)."""
+        return drift_verdict(
+            self.drift_spec,
+            rows=self.rows,
+            window_start=window_start,
+            window_end=window_end,
+            drifted_share=self.drifted_share,
+            drifted_columns=self.drifted_columns,
+            features=self.features_compared,
+            prediction_drift=self.prediction_drift,
+            prediction_drifted=self.prediction_drifted,
+            prediction_method=self.prediction_method,
+            prediction_threshold=self.prediction_threshold,
+            quality=quality,
+            rows_checked=self.rows_checked,
+            borderline=[c for c in self.borderline if c != PREDICTION],
+            prediction_borderline=PREDICTION in self.borderline,
+        )
+
+    @property
+    def dataset_drift(self) -> bool:
+        """Whether the drifted share of the inputs alone makes this drift."""
+        return self.verdict().dataset_drift
 
 
 def run_drift(
@@ -485,7 +478,8 @@ def run_drift(
             [
                 DataDriftPreset(
                     columns=columns,
-                    drift_share=policy.drift_share,
+                    # the verdict's own threshold, so Evidently's dataset drift test agrees with it
+                    drift_share=DriftThresholds.of(policy).drift_share,
                     method=policy.stattest,
                     threshold=policy.stattest_threshold,
                 )
@@ -521,7 +515,6 @@ def run_drift(
 
     errors: dict[str, float | None] = {}
     borderline: list[str] = []
-    stable = None
     if sampled:
         for column in columns + ([PREDICTION] if pred_score is not None else []):
             method = pred_method if column == PREDICTION else methods.get(column)
@@ -532,15 +525,14 @@ def run_drift(
             threshold = pred_threshold if column == PREDICTION else thresholds.get(column)
             if error is None or score is None or threshold is None or abs(score - threshold) <= 3 * error:
                 borderline.append(column)
-        stable = _stable(drifted_columns, borderline, counted, policy.drift_share)
     return DriftRun(
+        drift_spec=policy,
         rows=rows,
         rows_checked=len(sample),
         sampled=sampled,
         seed=seed if sampled else None,
-        drift_share_threshold=policy.drift_share,
         drifted_share=share,
-        dataset_drift=share is not None and share >= policy.drift_share,
+        features_compared=counted,
         drifted_columns=drifted_columns,
         feature_scores=scores,
         feature_methods=methods,
@@ -552,7 +544,6 @@ def run_drift(
         prediction_threshold=pred_threshold,
         sampling_error=errors,
         borderline=borderline,
-        decision_stable=stable,
         snapshots=snapshots,
         seconds=time.perf_counter() - started,
     )
@@ -615,22 +606,15 @@ def sampling_error(sample, reference, method: str | None, *, population: int) ->
     return None
 
 
-def _stable(drifted: list[str], borderline: list[str], counted: int, drift_share: float) -> bool:
-    """Whether flipping every borderline column could change the dataset or prediction verdict."""
-    if not counted:
-        return PREDICTION not in borderline
-    flip_down = sum(1 for c in borderline if c in drifted)
-    flip_up = sum(1 for c in borderline if c not in drifted and c != PREDICTION)
-    low = (len(drifted) - flip_down) / counted >= drift_share
-    high = (len(drifted) + flip_up) / counted >= drift_share
-    return low == high and PREDICTION not in borderline
-
-
 # --- model quality ----------------------------------------------------------------------------
 
 
 def quality(spec: "ModelSpec", labelled: "pd.DataFrame", holdout_metrics: dict[str, float]) -> dict[str, Any]:
-    """Metrics of the champion's predictions on the labelled rows, and the drop vs. its holdout."""
+    """Metrics of the champion's predictions on the labelled rows, and the drop vs. its holdout.
+
+    Measured numbers only: whether the drop is a drift signal is the verdict's to say
+    (:meth:`DriftRun.verdict`; :func:`assess` adds it to the dict).
+    """
     import numpy as np
     from sklearn import metrics as m
 
@@ -654,20 +638,12 @@ def quality(spec: "ModelSpec", labelled: "pd.DataFrame", holdout_metrics: dict[s
                 values["r2"] = float(m.r2_score(y, p))
     metric = spec.promotion.metric
     value, champion = values.get(metric), holdout_metrics.get(metric)
-    drop = None
-    if value is not None and champion is not None:
-        drop = (champion - value) if greater_is_better(metric, spec.promotion) else (value - champion)
-    enough = len(y) >= spec.drift.min_labels
     return {
         "labelled_rows": int(len(y)),
-        "min_labels": spec.drift.min_labels,
         "metric": metric,
         "value": value,
         "champion_value": champion,
-        "drop": drop,
-        "allowed_drop": spec.drift.quality_drop,
-        "degraded": bool(enough and drop is not None and drop > spec.drift.quality_drop),
-        "enough_labels": enough,
+        "drop": metric_drop(spec.promotion, metric, value, champion),
         "metrics": values,
         "champion_metrics": {k: v for k, v in holdout_metrics.items() if k in values},
     }
@@ -773,7 +749,7 @@ def check_drift(
     Raises :class:`MonitorError` if enough predictions are logged but there is no champion.
     """
     s = settings or get_settings()
-    end = _utc(now) if now is not None else dt.datetime.now(UTC).replace(microsecond=0)
+    end = as_utc(now) if now is not None else dt.datetime.now(UTC).replace(microsecond=0)
     start = end - (window if window is not None else dt.timedelta(hours=spec.drift.window_hours))
     if start >= end:
         raise ValueError(f"the drift window must be positive, got {window}")
@@ -783,22 +759,10 @@ def check_drift(
 
     rows = count_predictions(spec, start, end, s)
     seconds["count"] = time.perf_counter() - clock
-    if rows < spec.drift.min_rows:
-        check = DriftCheck(
-            model=spec.name,
-            report_id=report_id,
-            window_start=start,
-            window_end=end,
-            rows=rows,
-            status=INSUFFICIENT_DATA,
-            message=(
-                f"insufficient data: {rows} logged predictions in {start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M} UTC, "
-                f"fewer than min_rows={spec.drift.min_rows}; no drift check was run and no alarm is raised"
-            ),
-            champion_version=registry.champion_version(spec, s),
-            drift_share_threshold=spec.drift.drift_share,
-            seconds=seconds,
-        )
+    verdict = drift_verdict(spec.drift, rows=rows, window_start=start, window_end=end)
+    if verdict.status == INSUFFICIENT_DATA:
+        check = _unchecked(spec, verdict, report_id, start, end, rows, registry.champion_version(spec, s))
+        check.seconds = seconds
         return _finish(spec, check, {}, s, log_to_mlflow)
 
     clock = time.perf_counter()
@@ -832,15 +796,24 @@ def assess(
     rows: int | None = None,
     labelled: "pd.DataFrame | None" = None,
 ) -> tuple[DriftCheck, dict]:
-    """The drift verdict for a window already in memory (see :func:`current_frame`).
+    """The drift check of a window already in memory (see :func:`current_frame`).
 
     Runs Evidently (:func:`run_drift`, sampled per ``sample_size``) and the quality numbers and
-    returns the check with its status, signals and message, and Evidently's snapshots. Writes
+    returns the check with the verdict's status, signals and message
+    (:func:`airloop.decisions.drift_verdict`), and Evidently's snapshots; a window too small for
+    a verdict is ``insufficient_data`` and runs nothing, as in :func:`check_drift`. Writes
     nothing. ``check_drift`` = read the log + this + reports + MLflow. When ``current`` is
     already a sample of the window, ``rows`` is the window's size and ``labelled`` its labelled
     rows (``label`` and ``prediction``; by default the labelled rows of ``current``).
     """
-    window_start, window_end = _utc(window_start), _utc(window_end)
+    window_start, window_end = as_utc(window_start), as_utc(window_end)
+    report_id = report_id or new_report_id(spec, window_end)
+    window_rows = max(rows or 0, len(current))
+    verdict = drift_verdict(spec.drift, rows=window_rows, window_start=window_start, window_end=window_end)
+    if verdict.status == INSUFFICIENT_DATA:
+        return _unchecked(
+            spec, verdict, report_id, window_start, window_end, window_rows, reference.version, reference.run_id
+        ), {}
     result = run_drift(
         spec, current, reference, sample_size=sample_size, seed=_seed(spec.name, window_end.isoformat()),
         population=rows,
@@ -848,57 +821,26 @@ def assess(
     if labelled is None:
         labelled = current[current[LABEL].notna()] if LABEL in current else current.iloc[:0]
     q = quality(spec, labelled, reference.holdout_metrics) if len(labelled) else None
-    rows = result.rows
-
-    signals = []
-    if result.dataset_drift:
-        signals.append(
-            f"drifted share {result.drifted_share:.2f} >= {spec.drift.drift_share} "
-            f"({len(result.drifted_columns)} of {len(result.feature_scores) + len(result.empty_columns)} features: "
-            f"{', '.join(result.drifted_columns)})"
-        )
-    if result.prediction_drifted:
-        signals.append(
-            f"prediction drift {result.prediction_drift:.3f} "
-            f"({result.prediction_method}, threshold {result.prediction_threshold})"
-        )
-    if q and q["degraded"]:
-        signals.append(
-            f"{q['metric']} {q['value']:.3f} on {q['labelled_rows']} labelled predictions is {q['drop']:.3f} "
-            f"worse than the champion's holdout {q['champion_value']:.3f} (more than {q['allowed_drop']})"
-        )
-    status = DRIFT if signals else OK
-    if status == DRIFT:
-        message = "drift: " + "; ".join(signals)
-    else:
-        parts = [
-            f"drifted share {_fmt(result.drifted_share, 2)} < {spec.drift.drift_share}",
-            f"prediction drift {_fmt(result.prediction_drift)} under its threshold {result.prediction_threshold}",
-        ]
-        if q and q["value"] is not None:
-            parts.append(
-                f"{q['metric']} {q['value']:.3f} on {q['labelled_rows']} labelled rows "
-                f"(champion holdout {_fmt(q['champion_value'])})"
-            )
-        message = "no drift: " + "; ".join(parts)
-    if result.sampled:
-        message += (
-            f" [checked a seeded sample of {result.rows_checked} of {rows} rows; "
-            + ("the verdict is stable under the sampling error]" if result.decision_stable
-               else f"borderline under the sampling error: {', '.join(result.borderline)}]")
+    verdict = result.verdict(q, window_start=window_start, window_end=window_end)
+    if q is not None:  # the record says what the drop was judged against
+        q.update(
+            min_labels=verdict.thresholds.min_labels,
+            allowed_drop=verdict.thresholds.quality_drop,
+            enough_labels=verdict.enough_labels,
+            degraded=verdict.quality_degraded,
         )
     check = DriftCheck(
         model=spec.name,
-        report_id=report_id or new_report_id(spec, window_end),
-        status=status,
+        report_id=report_id,
+        status=verdict.status,
         window_start=window_start,
         window_end=window_end,
-        rows=rows,
-        message=message,
+        rows=result.rows,
+        message=verdict.message,
         champion_version=reference.version,
         champion_run_id=reference.run_id,
-        signals=signals,
-        drift_share_threshold=spec.drift.drift_share,
+        signals=list(verdict.signals),
+        drift_share_threshold=verdict.thresholds.drift_share,
         drifted_share=result.drifted_share,
         drifted_columns=result.drifted_columns,
         feature_scores=result.feature_scores,
@@ -916,12 +858,37 @@ def assess(
         sample_seed=result.seed,
         sampling_error=result.sampling_error,
         borderline=result.borderline,
-        decision_stable=result.decision_stable,
+        decision_stable=verdict.stable,
         reference_rows=reference.training_rows,
         holdout_rows=reference.holdout_rows,
         seconds={"evidently": result.seconds},
     )
     return check, result.snapshots
+
+
+def _unchecked(
+    spec: "ModelSpec",
+    verdict: DriftVerdict,
+    report_id: str,
+    window_start: dt.datetime,
+    window_end: dt.datetime,
+    rows: int,
+    champion_version: str | None,
+    champion_run_id: str | None = None,
+) -> DriftCheck:
+    """The check of a window too small for a verdict: nothing was compared."""
+    return DriftCheck(
+        model=spec.name,
+        report_id=report_id,
+        status=verdict.status,
+        window_start=window_start,
+        window_end=window_end,
+        rows=rows,
+        message=verdict.message,
+        champion_version=champion_version,
+        champion_run_id=champion_run_id,
+        drift_share_threshold=verdict.thresholds.drift_share,
+    )
 
 
 def _finish(spec, check: DriftCheck, snapshots: dict, settings: Settings, log_to_mlflow: bool) -> DriftCheck:
@@ -1036,7 +1003,7 @@ def log_check(spec: "ModelSpec", check: DriftCheck, settings: Settings | None = 
     try:
         params = {
             "window_hours": spec.drift.window_hours,
-            "drift_share": spec.drift.drift_share,
+            "drift_share": check.drift_share_threshold,
             "stattest": spec.drift.stattest or "evidently-default",
             "sample_size": spec.drift.sample_size,
         }
@@ -1068,7 +1035,7 @@ def monitoring_history(spec: "ModelSpec", settings: Settings | None = None) -> "
     return runs.reset_index(drop=True)
 
 
-# --- the retrain policy -------------------------------------------------------------------------
+# --- the retrain policy's records (the policy itself: airloop.decisions.decide) ----------------
 
 
 def _summary(check: DriftCheck) -> dict[str, Any]:
@@ -1086,109 +1053,6 @@ def _summary(check: DriftCheck) -> dict[str, Any]:
         "signals": list(check.signals),
         "mlflow_run_id": check.mlflow_run_id,
     }
-
-
-def decide(
-    spec: "ModelSpec",
-    check: DriftCheck,
-    history: History,
-    *,
-    now: dt.datetime | str | None = None,
-    training_active: bool,
-) -> Decision:
-    """Should this check trigger a retrain? Pure: reads ``history``, changes nothing.
-
-    Rules, from ``spec.drift``:
-
-    - A check with status ``drift`` is a drift signal (drifted share >= ``drift_share``, the
-      prediction drift flag, or a quality drop beyond ``quality_drop``).
-    - Hysteresis: drift must hold in ``consecutive_windows`` consecutive windows. Walking back
-      from this check: an ``ok`` check breaks the streak; an ``insufficient_data`` check is
-      skipped (it neither counts nor breaks: a quiet night says nothing either way); a drift
-      check counts if its window ends at or before the start of the last counted window (a
-      re-check of overlapping data, e.g. a retry, is skipped, it is not a new window); checks
-      against another champion version, or already used by the last trigger, end the streak.
-    - No trigger while a training run of the model is queued or running (``training_active``).
-    - Cooldown: no trigger within ``cooldown_hours`` of the last trigger.
-
-    ``now`` defaults to the check's window end (the logical time of a scheduled run).
-    """
-    now = _utc(now) if now is not None else check.window_end
-    required = spec.drift.consecutive_windows
-    last = history.last_trigger()
-    last_at = _utc(last["at"]) if last else None
-    cooldown = dt.timedelta(hours=spec.drift.cooldown_hours)
-    cooldown_until = last_at + cooldown if last_at is not None and cooldown else None
-
-    def decision(trigger: bool, reason: str, streak: int) -> Decision:
-        return Decision(
-            trigger=trigger,
-            reason=reason,
-            model=spec.name,
-            report_id=check.report_id,
-            status=check.status,
-            streak=streak,
-            required=required,
-            training_active=training_active,
-            decided_at=now,
-            champion_version=check.champion_version,
-            cooldown_until=cooldown_until,
-            last_trigger_at=last_at,
-        )
-
-    streak = _streak(check, history, last)
-    if check.status == INSUFFICIENT_DATA:
-        return decision(
-            False,
-            f"insufficient data: {check.rows} predictions in the window, fewer than min_rows={spec.drift.min_rows}; "
-            f"no drift verdict, the streak stays at {streak} of {required} consecutive windows",
-            streak,
-        )
-    if check.status == OK:
-        return decision(False, f"{check.message}; no retrain", 0)
-    signals = "; ".join(check.signals) or check.message
-    streak += 1
-    windows = f"{streak} consecutive window{'s' if streak != 1 else ''}"
-    if streak < required:
-        return decision(False, f"{signals}: drift in {windows} of the {required} required; not triggering yet", streak)
-    if training_active:
-        return decision(
-            False,
-            f"training already queued or running for {spec.name}: no new retrain trigger ({signals}, drift in {windows})",
-            streak,
-        )
-    if last_at is not None and abs(now - last_at) < cooldown:
-        return decision(
-            False,
-            f"cooldown until {cooldown_until:%Y-%m-%d %H:%M} UTC: the last retrain was triggered at "
-            f"{last_at:%Y-%m-%d %H:%M} UTC by {last['report_id']} ({signals}, drift in {windows})",
-            streak,
-        )
-    return decision(True, f"{signals}; drift in {windows} (consecutive_windows={required}): retrain", streak)
-
-
-def _streak(check: DriftCheck, history: History, last_trigger: dict | None) -> int:
-    """Earlier consecutive drift windows before ``check`` (see :func:`decide`)."""
-    consumed = _utc(last_trigger["window_end"]) if last_trigger else None
-    boundary = check.window_start
-    earlier = [
-        c for c in history.checks
-        if c["report_id"] != check.report_id and _utc(c["window_end"]) <= check.window_end
-    ]
-    streak = 0
-    for c in sorted(earlier, key=lambda c: _utc(c["window_end"]), reverse=True):
-        end = _utc(c["window_end"])
-        if c["status"] == INSUFFICIENT_DATA:
-            continue
-        if c["status"] == OK:
-            break
-        if c.get("champion_version") != check.champion_version or (consumed is not None and end <= consumed):
-            break
-        if end > boundary:  # overlaps a window already counted: not a new window
-            continue
-        streak += 1
-        boundary = _utc(c["window_start"])
-    return streak
 
 
 def _state_path(spec: "ModelSpec", settings: Settings | None) -> Path:
