@@ -22,8 +22,10 @@ Endpoints (all JSON; errors are ``{"error": ...}``, BentoML's validation errors 
 ``POST /predict_batch``  ``{"rows": [<predict body>, ...]}`` (1..``AIRLOOP_SERVE_MAX_BATCH_ROWS``
     rows, default 1000) -> 200 ``{"predictions": [<predict answer>, ...]}`` in row order, all
     from the same model version, one request id per row.
-``POST /feedback``  ``{"request_id": "...", "label": 1}`` -> 200 ``{"request_id", "label",
-    "labeled_at"}``; 404 if no prediction has that id; 400 if the label is not 0/1 (classification).
+``POST /feedback``  ``{"request_id": "...", "label": 1}`` with ``Authorization: Bearer <token>``
+    (``AIRLOOP_SERVE_FEEDBACK_TOKEN``) -> 200 ``{"request_id", "label", "labeled_at"}``; 401
+    without the token, 403 when the service has none (feedback off); 404 if no prediction has
+    that id; 400 if the label is not 0/1 (classification).
 ``POST /status`` -> the model version served, its run id, the last registry check and error,
     the prediction-log backlog.
 BentoML's own ``GET /healthz``, ``/livez``, ``/readyz`` (503 until a champion is loaded) and
@@ -64,7 +66,7 @@ from starlette.responses import JSONResponse
 from airloop import serve
 from airloop.errors import ServeError
 from airloop.prediction_log import PredictionLog, safe_url
-from airloop.settings import get_settings, serve_config
+from airloop.settings import get_settings, require_strong_secrets, serve_config
 
 log = logging.getLogger("airloop.bento_service")
 
@@ -92,14 +94,22 @@ class RequestGuard:
     Content-Type is taken as JSON.
     """
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, feedback_token: str | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.feedback_token = feedback_token.encode() if feedback_token else None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
+        if scope.get("path") in WRITE_ROUTES and not self._authorized(headers):
+            await self._drain(receive, limit=64 * self.max_bytes)
+            if self.feedback_token is None:
+                return await self._reply(send, 403, "feedback is disabled: set AIRLOOP_SERVE_FEEDBACK_TOKEN on the service")
+            return await self._reply(
+                send, 401, "send the feedback token as 'Authorization: Bearer <token>'", {b"www-authenticate": b"Bearer"}
+            )
         media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if media_type and media_type != b"application/json" and not media_type.endswith(b"+json"):
             await self._drain(receive, limit=64 * self.max_bytes)
@@ -151,18 +161,24 @@ class RequestGuard:
             if not message.get("more_body", False):
                 return
 
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        """Whether the request carries the feedback token (compared in constant time)."""
+        import hmac
+
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        return (
+            self.feedback_token is not None
+            and scheme.lower() == b"bearer"
+            and hmac.compare_digest(token.strip(), self.feedback_token)
+        )
+
     @staticmethod
-    async def _reply(send, status: int, message: str) -> None:
+    async def _reply(send, status: int, message: str, extra: dict[bytes, bytes] | None = None) -> None:
         import json
 
         payload = json.dumps({"error": message}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-            }
-        )
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers + list((extra or {}).items())})
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -178,6 +194,9 @@ def _setup_logging() -> None:
 
 PREDICT_ROUTE = "/predict"
 PREDICT_BATCH_ROUTE = "/predict_batch"
+FEEDBACK_ROUTE = "/feedback"
+# Routes that change stored data: they need the feedback token (AIRLOOP_SERVE_FEEDBACK_TOKEN).
+WRITE_ROUTES = frozenset({FEEDBACK_ROUTE})
 # Regexes matched against the request path by BentoML's OpenTelemetry middleware.
 _UNTRACED_URLS = [f"{route}$" for route in (PREDICT_ROUTE, PREDICT_BATCH_ROUTE)]
 
@@ -216,6 +235,7 @@ class PredictionService:
     def __init__(self) -> None:
         _end_with_the_server()
         _setup_logging()
+        require_strong_secrets()  # e.g. a change-me feedback token: the worker does not start
         settings = get_settings()
         config = serve_config()
         self.spec = _SPEC
@@ -225,6 +245,7 @@ class PredictionService:
             flush_seconds=config.flush_seconds,
             batch_size=config.log_batch_size,
             max_pending=config.max_pending,
+            max_spill_bytes=config.max_spill_bytes,
         )
         try:
             self.predictor = serve.Predictor(
@@ -268,7 +289,7 @@ class PredictionService:
             return _error(exc.status, str(exc))
         return serve.BatchPrediction(predictions=[s.answer() for s in scored])
 
-    @bentoml.api(route="/feedback", input_spec=serve.Feedback, output_spec=serve.FeedbackAck)
+    @bentoml.api(route=FEEDBACK_ROUTE, input_spec=serve.Feedback, output_spec=serve.FeedbackAck)
     async def feedback(self, request_id: str, label: float) -> serve.FeedbackAck:
         """Attach the true label to a logged prediction (404 if the request id is unknown)."""
         if self.spec.task == "classification" and label not in (0, 1):
@@ -304,4 +325,6 @@ class PredictionService:
         log.info("prediction log closed: %d rows written", self.log.written)
 
 
-PredictionService.add_asgi_middleware(RequestGuard, max_bytes=_CONFIG.max_body_bytes)
+PredictionService.add_asgi_middleware(
+    RequestGuard, max_bytes=_CONFIG.max_body_bytes, feedback_token=_CONFIG.feedback_token
+)

@@ -138,7 +138,8 @@ class Demo:
             answers += resp.json()["predictions"]
         for answer, truth in zip(answers, orders["was_late"].tolist()):
             requests.post(
-                f"{self.server.url}/feedback", json={"request_id": answer["request_id"], "label": int(truth)}, timeout=30
+                f"{self.server.url}/feedback", json={"request_id": answer["request_id"], "label": int(truth)},
+                headers={"Authorization": f"Bearer {self.server.feedback_token}"}, timeout=30,
             ).raise_for_status()
         versions = sorted({a["model_version"] for a in answers})
         mean = sum(a["prediction"] for a in answers) / len(answers)

@@ -169,6 +169,9 @@ class PredictionLog:
     If the store fails, rows stay queued and the writer retries with backoff; beyond
     ``max_pending`` queued rows, the oldest are spilled to JSON-lines files under
     ``spill_dir``, which are loaded into the store at the next start or once it recovers.
+    The spill files hold at most ``max_spill_bytes``: once they are full and ``max_pending``
+    rows wait, ``append`` raises :class:`PredictionStoreError` (the service answers 503) rather
+    than serve predictions it cannot log.
 
     Durability: ``close()`` (called on clean shutdown) writes everything queued, or spills it
     to ``spill_dir`` if the store is down, so a clean shutdown loses nothing. A crash (SIGKILL,
@@ -188,6 +191,7 @@ class PredictionLog:
         flush_seconds: float = 0.5,
         batch_size: int = 500,
         max_pending: int = 100_000,
+        max_spill_bytes: int = 1 << 30,
         spill_dir: Path | None = None,
         connect_timeout: float = 5.0,
     ):
@@ -196,6 +200,8 @@ class PredictionLog:
         self.flush_seconds = flush_seconds
         self.batch_size = batch_size
         self.max_pending = max_pending
+        self.max_spill_bytes = max_spill_bytes
+        self.spill_full = False
         self.spill_dir = Path(spill_dir) if spill_dir else s.home / "predictions" / "spill"
         self.last_error: str | None = None
         self.failures = 0
@@ -253,6 +259,12 @@ class PredictionLog:
         with self._cond:
             if self._closed:
                 raise PredictionStoreError("the prediction log is closed")
+            if self.spill_full and len(self._pending) >= self.max_pending:
+                raise PredictionStoreError(
+                    f"prediction store {safe_url(self.url)} is failing ({self.last_error}) and the spill files "
+                    f"under {self.spill_dir} are full ({self.max_spill_bytes} bytes, "
+                    "AIRLOOP_PREDICTION_LOG_MAX_SPILL_BYTES): refusing predictions that could not be logged"
+                )
             self._pending.extend(rows)
             self._appended += len(rows)
             if len(self._pending) >= self.batch_size:
@@ -290,7 +302,7 @@ class PredictionLog:
         with self._cond:
             self._closed = True
             if self._pending:  # the writer did not finish in time: keep the rows on disk
-                self._spill(list(self._pending))
+                self._spill_or_drop(list(self._pending))
                 self._pending.clear()
         self.engine.dispose()
 
@@ -323,13 +335,15 @@ class PredictionLog:
                 with self._cond:
                     self._pending.extendleft(reversed(batch))
                     if closing:  # last chance: keep every queued row on local disk
-                        self._spill(list(self._pending))
+                        self._spill_or_drop(list(self._pending))
                         self._pending.clear()
                         self._cond.notify_all()
                         return
                     overflow = len(self._pending) - self.max_pending
                     if overflow > 0:
-                        self._spill([self._pending.popleft() for _ in range(overflow)])
+                        oldest = [self._pending.popleft() for _ in range(overflow)]
+                        if not self._spill(oldest):  # spill full: they wait in memory
+                            self._pending.extendleft(reversed(oldest))
                         self._cond.notify_all()
                 backoff = min(30.0, max(0.5, backoff * 2))
                 continue
@@ -338,25 +352,45 @@ class PredictionLog:
             with self._cond:
                 self.written += len(batch)
                 self._done += len(batch)
+                self.spill_full = False
                 self._cond.notify_all()
             if recovered:
                 self.last_error = None
                 self._replay_spill()
 
     # -- spill files -----------------------------------------------------------------------------
-    def _spill(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows to a spill file (caller holds the lock); they count as done."""
+    def _spill(self, rows: list[dict[str, Any]]) -> bool:
+        """Write rows to a new spill file (caller holds the lock); they count as done.
+
+        Returns False, writing nothing, if the spill files would exceed ``max_spill_bytes``.
+        """
         if not rows:
-            return
+            return True
+        data = "".join(json.dumps(row, default=_json_default) + "\n" for row in rows).encode()
         self.spill_dir.mkdir(parents=True, exist_ok=True)
+        used = sum(p.stat().st_size for p in self.spill_dir.iterdir() if p.is_file())
+        if used + len(data) > self.max_spill_bytes:
+            if not self.spill_full:
+                log.error(
+                    "prediction spill full: %d bytes used under %s, %d more would pass the limit of %d bytes",
+                    used, self.spill_dir, len(data), self.max_spill_bytes,
+                )
+            self.spill_full = True
+            return False
         path = self.spill_dir / f"predictions-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-        with open(path, "w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, default=_json_default) + "\n")
+        with open(path, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         self._done += len(rows)
         log.error("prediction store unreachable: spilled %d rows to %s", len(rows), path)
+        return True
+
+    def _spill_or_drop(self, rows: list[dict[str, Any]]) -> None:
+        """At shutdown with the store down: spill, or say how many predictions are lost."""
+        if not self._spill(rows):
+            self._done += len(rows)
+            log.error("LOST %d predictions: the store is down and the spill files are full", len(rows))
 
     def _replay_spill(self) -> None:
         if not self.spill_dir.is_dir():

@@ -130,12 +130,15 @@ class ServeConfig:
     flush_seconds: float = 0.5  # AIRLOOP_PREDICTION_LOG_FLUSH_SECONDS: log write interval
     log_batch_size: int = 500  # AIRLOOP_PREDICTION_LOG_BATCH_SIZE: rows per log write
     max_pending: int = 100_000  # AIRLOOP_PREDICTION_LOG_MAX_PENDING: then spill to disk
+    max_spill_bytes: int = 1 << 30  # AIRLOOP_PREDICTION_LOG_MAX_SPILL_BYTES: then refuse (503)
+    # AIRLOOP_SERVE_FEEDBACK_TOKEN: bearer token POST /feedback requires; unset: feedback is refused.
+    feedback_token: str | None = None
 
     def as_env(self) -> dict[str, str]:
-        """The knobs as the environment variables that produce them (unset ones left out)."""
+        """The knobs as environment variables, for display: unset ones left out, secrets masked."""
         values = {name: getattr(self, name) for name in _CONFIG_ENV}
         return {
-            env: str(value).lower() if isinstance(value, bool) else str(value)
+            env: "***" if name in _SECRET_KNOBS else str(value).lower() if isinstance(value, bool) else str(value)
             for name, env in _CONFIG_ENV.items()
             if (value := values[name]) is not None
         }
@@ -155,7 +158,10 @@ _CONFIG_ENV = {
     "flush_seconds": "AIRLOOP_PREDICTION_LOG_FLUSH_SECONDS",
     "log_batch_size": "AIRLOOP_PREDICTION_LOG_BATCH_SIZE",
     "max_pending": "AIRLOOP_PREDICTION_LOG_MAX_PENDING",
+    "max_spill_bytes": "AIRLOOP_PREDICTION_LOG_MAX_SPILL_BYTES",
+    "feedback_token": "AIRLOOP_SERVE_FEEDBACK_TOKEN",
 }
+_SECRET_KNOBS = {"feedback_token"}
 
 
 def serve_config() -> ServeConfig:
@@ -194,6 +200,7 @@ SECRET_VARIABLES = (
     "AIRFLOW__API_AUTH__JWT_SECRET",
     "AIRFLOW__API__SECRET_KEY",
     "AIRLOOP_ADMIN_PASSWORD",
+    "AIRLOOP_SERVE_FEEDBACK_TOKEN",
 )
 SECRET_URL_VARIABLES = (
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
@@ -246,8 +253,15 @@ def require_strong_secrets(env: "dict[str, str] | None" = None) -> None:
 
 
 def ensure_dirs(settings: Settings | None = None) -> Settings:
-    """Create the local directories the embedded runtime writes to."""
+    """Create the local directories the embedded runtime writes to.
+
+    ``AIRLOOP_HOME`` is made owner-only (0700): it holds the MLflow database, the online store,
+    the prediction log and validation records, which other users of the machine must not read.
+    """
     s = settings or get_settings()
+    s.home.mkdir(parents=True, exist_ok=True)
+    if s.home.stat().st_uid == os.getuid():
+        s.home.chmod(0o700)
     for path in (
         s.home,
         s.landing_dir,

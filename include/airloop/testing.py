@@ -270,7 +270,8 @@ class BentoServer:
 
     SERVICE = "airloop.bento_service:PredictionService"
 
-    def __init__(self, settings: "Settings", log_path: Path, *, port: int | None = None, **env: str):
+    def __init__(self, settings: "Settings", log_path: Path, *, port: int | None = None, **env: str | None):
+        """``env`` overrides the server's environment; a None value removes the variable."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -282,8 +283,11 @@ class BentoServer:
             "OMP_NUM_THREADS": "1",
             # A worker that cannot start ends the server instead of being respawned forever.
             "BENTOML_CONTAINERIZED": "true",
+            "AIRLOOP_SERVE_FEEDBACK_TOKEN": secrets.token_urlsafe(24),
             **env,
         }
+        self.env = {k: v for k, v in self.env.items() if v is not None}
+        self.feedback_token = self.env.get("AIRLOOP_SERVE_FEEDBACK_TOKEN")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "BentoServer":

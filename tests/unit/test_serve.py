@@ -168,22 +168,58 @@ def test_prediction_log_on_sqlite(settings, demo_spec):
     assert Path(settings.prediction_store.removeprefix("sqlite:///")).parent == settings.home / "predictions"
 
 
-def test_prediction_log_spills_to_disk_when_the_store_fails(settings, monkeypatch, demo_spec):
+def _break_store(settings) -> None:
+    """A real store failure: the table disappears under the running log."""
+    import sqlalchemy as sa
+
+    engine = prediction_log.make_engine(settings.prediction_store)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {prediction_log.PREDICTIONS_TABLE}"))
+    engine.dispose()
+
+
+def test_prediction_log_spills_to_disk_when_the_store_fails(settings, demo_spec):
     log = prediction_log.PredictionLog(settings=settings, flush_seconds=30)
-
-    def broken(rows):
-        raise ConnectionError("store went away")
-
-    monkeypatch.setattr(log, "_write", broken)
+    _break_store(settings)
     log.append([scored(f"r{i}") for i in range(5)])
     log.close()  # clean shutdown with the store down: the rows go to a spill file
     spilled = list(log.spill_dir.glob("predictions-*.jsonl"))
     assert len(spilled) == 1 and len(spilled[0].read_text().splitlines()) == 5
-    assert log.last_error == "ConnectionError: store went away"
+    assert "no such table" in log.last_error
 
     prediction_log.PredictionLog(settings=settings).close()  # the next start loads the spill files
     assert sorted(prediction_log.read_predictions(settings=settings, model=demo_spec)["request_id"]) == [f"r{i}" for i in range(5)]
     assert not list(log.spill_dir.glob("*"))
+
+
+def test_prediction_spill_is_capped_with_a_clear_error_and_loses_nothing(settings, demo_spec):
+    log = prediction_log.PredictionLog(
+        settings=settings, flush_seconds=0.05, batch_size=10, max_pending=10, max_spill_bytes=8_000
+    )  # 10 rows take ~6 kB on disk: one spill file fits, a second does not
+    _break_store(settings)
+    accepted, deadline = [], time.monotonic() + 60
+    refused = None
+    while refused is None:
+        assert time.monotonic() < deadline, (log.pending, log.spill_full, log.last_error)
+        batch = [scored(f"r{len(accepted) + i}") for i in range(10)]
+        try:
+            log.append(batch)
+            accepted += [b.request_id for b in batch]
+        except errors.PredictionStoreError as exc:
+            refused = str(exc)
+        time.sleep(0.2)
+    assert "spill files" in refused and "are full (8000 bytes" in refused and "no such table" in refused
+    assert 0 < sum(p.stat().st_size for p in log.spill_dir.iterdir()) <= 8_000
+    # The store comes back (a new log creates the table): queued rows are written by the
+    # writer's next retry, the spill files replayed, nothing lost.
+    prediction_log.PredictionLog(settings=settings).close()
+    while log.pending or log.spill_full:
+        assert time.monotonic() < deadline + 60, (log.pending, log.last_error)
+        time.sleep(0.2)
+    log.close()
+    prediction_log.PredictionLog(settings=settings).close()
+    logged = prediction_log.read_predictions(settings=settings, model=demo_spec)
+    assert sorted(logged["request_id"]) == sorted(accepted)
 
 
 def test_unreachable_prediction_store_is_a_clear_error(settings):
@@ -305,8 +341,11 @@ def issued() -> list[str]:
 
 
 def post(server: BentoServer, path: str, payload=None, *, data: bytes | None = None, headers=None):
+    """POST as the service's clients do: /feedback with the service's feedback token."""
     import requests
 
+    if path == "/feedback":
+        headers = {"Authorization": f"Bearer {server.feedback_token}", **(headers or {})}
     return requests.post(f"{server.url}{path}", json=payload, data=data, headers=headers, timeout=30)
 
 
@@ -410,15 +449,15 @@ BIG_BATCH = json.dumps({"rows": [row(1001)] * 20_000}).encode()  # ~1.5 MB, over
         ("/feedback", json.dumps({"request_id": "no-such-id", "label": 1}).encode(), None, 404, "no prediction"),
         ("/feedback", json.dumps({"request_id": "x y", "label": 1}).encode(), None, 400, "request_id"),
         ("/feedback", json.dumps({"request_id": "abc"}).encode(), None, 400, "Field required"),
+        ("/feedback", json.dumps({"request_id": "abc", "label": 1}).encode(), {"Authorization": ""}, 401,
+         "feedback token"),
+        ("/feedback", json.dumps({"request_id": "abc", "label": 1}).encode(), {"Authorization": "Bearer wrong"}, 401,
+         "feedback token"),
     ],
     ids=lambda v: v if isinstance(v, str) and v.startswith("/") else None,
 )
 def test_bad_requests_get_a_clear_4xx(server, path, body, headers, status, says):
-    import requests
-
-    resp = requests.post(
-        f"{server.url}{path}", data=body, headers={"Content-Type": "application/json", **(headers or {})}, timeout=30
-    )
+    resp = post(server, path, data=body, headers={"Content-Type": "application/json", **(headers or {})})
     assert resp.status_code == status, resp.text
     assert says in resp.text
     assert "error" in resp.json()
@@ -672,8 +711,11 @@ def test_killing_the_server_stops_its_worker(demo, tmp_path):
     import psutil
     import requests
 
-    srv = BentoServer(demo.settings, tmp_path / "killed.log").start().wait_ready()
+    srv = BentoServer(demo.settings, tmp_path / "killed.log", AIRLOOP_SERVE_FEEDBACK_TOKEN=None).start().wait_ready()
     try:
+        # With no token configured, feedback is off rather than open.
+        refused = post(srv, "/feedback", {"request_id": "abc", "label": 1})
+        assert refused.status_code == 403 and "AIRLOOP_SERVE_FEEDBACK_TOKEN" in refused.text
         workers = psutil.Process(srv.proc.pid).children(recursive=True)
         assert workers, "bentoml serve started no worker"
         answer = post(srv, "/predict", row(demo.restaurants[0])).json()

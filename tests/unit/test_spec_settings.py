@@ -133,3 +133,15 @@ def test_the_env_example_is_refused_and_new_env_passes(tmp_path):
         [sys.executable, str(REPO_ROOT / "docker" / "new_env.py"), "--output", str(fresh)], check=True, capture_output=True
     )
     assert check(fresh).returncode == 0
+
+
+def test_airloop_home_is_owner_only(tmp_path, monkeypatch):
+    import stat
+
+    from airloop.settings import ensure_dirs
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    monkeypatch.setenv("AIRLOOP_HOME", str(home))
+    ensure_dirs()
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
