@@ -11,11 +11,12 @@ when every batch is done: the features DAG then runs once per ingest run, not on
 
 from __future__ import annotations
 
+from airflow.sdk import Asset, AssetAlias, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
-
-from airloop.notifiers import AlertLogNotifier
-from airloop.orchestration import asset_name, asset_uri, dag_kwargs
+from airloop.orchestration import (
+    asset_name, asset_uri, dag_kwargs, failure_alert, ingest_params, parse_day, publish_batch,
+)
 from airloop.spec import ModelSpec, load_specs
 
 
@@ -32,54 +33,29 @@ def build_ingest_dag(spec: ModelSpec):
             schedule=spec.schedules.ingest,
             doc_md=__doc__,
         ),
-        params={
-            "batch_date": Param(
-                None,
-                type=["null", "string"],
-                format="date",
-                title="Batch date",
-                description="Ingest only the batch of this day. Empty: every pending batch.",
-            ),
-        },
+        params=ingest_params(),
     )
     def ingest():
         @task
         def find_batches() -> list[str]:
-            from datetime import date
-
             from airloop.ingest import find_pending_batches
 
-            day = get_current_context()["params"].get("batch_date")
-            paths = find_pending_batches(spec, day=date.fromisoformat(day) if day else None)
+            day = parse_day(get_current_context()["params"].get("batch_date"))
+            paths = find_pending_batches(spec, day=day)
             print(f"{len(paths)} pending batch(es): {[p.name for p in paths]}")
             return [str(p) for p in paths]
 
         @task(
-            on_failure_callback=AlertLogNotifier(title=f"{spec.name}: batch rejected"),
+            on_failure_callback=failure_alert(spec, "batch rejected"),
             map_index_template="{{ batch_path.rsplit('/', 1)[-1] }}",
         )
         def validate_and_publish(batch_path: str) -> dict:
-            from pathlib import Path
-
-            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-
-            from airloop.ingest import BatchRejected, ingest_batch
-
-            try:
-                result = ingest_batch(spec, Path(batch_path))
-            except BatchRejected as exc:
-                # Bad data does not get better by retrying; fail now (transient errors retry).
-                raise AirflowFailException(str(exc)) from exc
-            if result.already_ingested:
-                raise AirflowSkipException(f"{result.batch} is already versioned as {result.md5}")
-            print(f"Data Docs: {result.data_docs}")
-            return result.as_dict()
+            # A rejected batch fails without retries; a batch already versioned skips.
+            return publish_batch(spec, batch_path)
 
         # all_done: the good batches of a run are announced even when another batch was rejected.
         @task(outlets=[validated_batches], trigger_rule="all_done")
         def announce_validated(results: list[dict]) -> list[str]:
-            from airflow.sdk.exceptions import AirflowSkipException
-
             results = list(results)  # the batches that were rejected or skipped push nothing
             if not results:
                 raise AirflowSkipException("no batch was published in this run")
@@ -91,8 +67,6 @@ def build_ingest_dag(spec: ModelSpec):
         # The last tasks succeed when only some batches were rejected; this one fails the run.
         @task(trigger_rule="one_failed")
         def fail_on_rejected_batch() -> None:
-            from airflow.sdk.exceptions import AirflowFailException
-
             raise AirflowFailException("a batch was rejected or could not be ingested: see the failed tasks")
 
         published = validate_and_publish.expand(batch_path=find_batches())

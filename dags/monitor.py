@@ -11,23 +11,16 @@ with the reason and the report id.
 from __future__ import annotations
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
-from airloop.notifiers import AlertLogNotifier
-from airloop.orchestration import dag_kwargs
+from airloop.orchestration import (
+    RETRAIN_POLICY_TASK, dag_kwargs, monitor_params, retrain_conf, retrain_failure_callbacks, window_length,
+)
 from airloop.spec import ModelSpec, load_specs
 
 
 def build_monitor_dag(spec: ModelSpec):
     train_dag_id = spec.dag_id("train")
-
-    def release_trigger(context) -> None:
-        """The retrain did not start: forget the recorded trigger so the next check may retry."""
-        from airloop.monitor import forget_trigger
-
-        decision = context["ti"].xcom_pull(task_ids="apply_retrain_policy")
-        if decision and forget_trigger(spec, decision["report_id"]):
-            print(f"training was not triggered; trigger of {decision['report_id']} forgotten")
 
     @dag(
         **dag_kwargs(
@@ -37,35 +30,16 @@ def build_monitor_dag(spec: ModelSpec):
             schedule=spec.drift.schedule,
             doc_md=__doc__,
         ),
-        params={
-            "window_end": Param(
-                None,
-                type=["null", "string"],
-                format="date-time",
-                title="Window end",
-                description="The window ends here. Empty: now.",
-            ),
-            "window_minutes": Param(
-                None,
-                type=["null", "number"],
-                exclusiveMinimum=0,
-                title="Window length (minutes)",
-                description=f"Empty: the spec's {spec.drift.window_hours} h.",
-            ),
-        },
+        params=monitor_params(spec),
     )
     def monitor():
         @task
         def check_drift() -> dict:
-            from datetime import timedelta
-
             from airloop.monitor import check_drift
 
             params = get_current_context()["params"]
-            minutes = params.get("window_minutes")
-            check = check_drift(
-                spec, now=params.get("window_end"), window=timedelta(minutes=minutes) if minutes else None
-            )
+            window = window_length(params.get("window_minutes"))
+            check = check_drift(spec, now=params.get("window_end"), window=window)
             print(f"{check.status}: {check.message}")
             print(f"Drift report: {check.html_path or '(none: nothing to compare)'}")
             return check.as_dict()
@@ -88,12 +62,9 @@ def build_monitor_dag(spec: ModelSpec):
         retrain = TriggerDagRunOperator(
             task_id="trigger_training",
             trigger_dag_id=train_dag_id,
-            conf={
-                "reason": "drift: {{ ti.xcom_pull(task_ids='apply_retrain_policy')['reason'] }}",
-                "drift_report_id": "{{ ti.xcom_pull(task_ids='apply_retrain_policy')['report_id'] }}",
-            },
+            conf=retrain_conf(RETRAIN_POLICY_TASK),
             retries=0,  # the policy already recorded this trigger; never start a second run
-            on_failure_callback=[AlertLogNotifier(title=f"{spec.name}: retrain not triggered"), release_trigger],
+            on_failure_callback=retrain_failure_callbacks(spec),
         )
         drift_is_real(decision) >> retrain
 

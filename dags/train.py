@@ -9,11 +9,9 @@ weekly schedule, or from the monitoring DAG (reason and drift report id in the c
 
 from __future__ import annotations
 
-from datetime import datetime
+from airflow.sdk import Asset, dag, get_current_context, task
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
-
-from airloop.orchestration import asset_name, asset_uri, dag_kwargs, dag_tags, default_args
+from airloop.orchestration import asset_name, asset_uri, dag_kwargs, parse_day, run_reason, train_params
 from airloop.spec import ModelSpec, load_specs
 
 
@@ -28,34 +26,21 @@ def build_train_dag(spec: ModelSpec):
             schedule=spec.schedules.train,
             doc_md=__doc__,
         ),
-        params={
-            "reason": Param(
-                "manual", type="string", title="Reason", description="Why train now (kept as lineage)."
-            ),
-            "drift_report_id": Param(None, type=["null", "string"], title="Drift report id"),
-            "start": Param(None, type=["null", "string"], format="date", title="Data from (day)"),
-            "end": Param(None, type=["null", "string"], format="date", title="Data until (day)"),
-        },
+        params=train_params(),
     )
     def train():
         @task
         def train_and_register() -> dict:
-            from datetime import date
-
             from airloop.train import train_model
 
             context = get_current_context()
             params = context["params"]
-            reason = params["reason"]
-            if context["dag_run"].run_type == "scheduled" and reason == "manual":
-                reason = "schedule"
-            day = lambda v: date.fromisoformat(v) if v else None  # noqa: E731
             return train_model(
                 spec,
-                reason=reason,
+                reason=run_reason(context["dag_run"].run_type, params["reason"]),
                 drift_report_id=params.get("drift_report_id") or "",
-                start=day(params.get("start")),
-                end=day(params.get("end")),
+                start=parse_day(params.get("start")),
+                end=parse_day(params.get("end")),
             )
 
         @task
@@ -88,46 +73,5 @@ def build_train_dag(spec: ModelSpec):
     return train()
 
 
-def build_rollback_dag(spec: ModelSpec):
-    champion = Asset(asset_name(spec, "champion"), uri=asset_uri(spec, "champion"))
-
-    @dag(
-        dag_id=spec.dag_id("rollback"),
-        description=f"Re-point {spec.name}@champion to an earlier version",
-        schedule=None,
-        start_date=datetime(2026, 1, 1),
-        catchup=False,
-        default_args=default_args(spec),
-        tags=dag_tags(spec, "rollback"),
-        doc_md="Manual only. Re-points `@champion` to the given version, or to the champion "
-        "before the current one, records it in the promotion history and emits the champion "
-        "Asset so the served model follows.",
-        params={
-            "to_version": Param(
-                None, type=["null", "string"], title="Version", description="Empty: the previous champion."
-            ),
-            "reason": Param("manual rollback", type="string", title="Reason"),
-        },
-    )
-    def rollback():
-        @task(outlets=[champion])
-        def repoint_champion() -> str:
-            from airloop.promotion import rollback
-            from airloop.registry import current_actor
-
-            params = get_current_context()["params"]
-            version = rollback(spec, params.get("to_version"), actor=current_actor(), reason=params["reason"])
-            get_current_context()["outlet_events"][champion].extra = {
-                "version": version,
-                "reason": params["reason"],
-            }
-            return version
-
-        repoint_champion()
-
-    return rollback()
-
-
 for _spec in load_specs():
     globals()[_spec.dag_id("train")] = build_train_dag(_spec)
-    globals()[_spec.dag_id("rollback")] = build_rollback_dag(_spec)
