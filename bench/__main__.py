@@ -9,7 +9,7 @@ import sys
 QUICK = ["bench.parse_dags"]
 # Minutes each on 2 cores: feature materialization, serving latency, drift check cost, and the
 # closed loop (a whole demo run).
-LONG = ["bench.bench_materialize", "bench.bench_drift", "bench.bench_serve", "bench.bench_loop"]
+LONG = ["bench.bench_materialize", "bench.bench_drift", "bench.bench_serve", "bench.bench_loop", "bench.bench_ingest"]
 
 if __name__ == "__main__":
     status = 0

@@ -6,6 +6,12 @@ pushed to the DVC remote) and its typed rows are written to the offline feature 
 one parquet file per batch day. A batch that fails is moved to ``quarantine_dir/<dataset>/``
 with its validation record, and nothing else changes.
 
+The landing area takes regular files only, of at most ``settings.max_batch_bytes`` (``AIRLOOP_MAX_BATCH_BYTES``). A symlink, FIFO,
+device, socket or directory with a batch name, or a file over the limit, is refused unread:
+it is moved (the entry itself, never what a link points to) to quarantine with a validation
+record saying why, once. A batch is copied out of the landing area through a descriptor
+opened without following links or blocking, and everything after reads that copy.
+
 Plain functions without Airflow; DVC, pandas and GX are imported inside them.
 """
 
@@ -13,11 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,9 +34,11 @@ from typing import TYPE_CHECKING, Iterator
 
 from airloop.validation import (
     BatchNameError,
+    Failure,
     ValidationResult,
     batch_day,
     read_typed,
+    record_refusal,
     run_validation,
     validate_batch,
 )
@@ -47,6 +58,7 @@ __all__ = [
     "batch_day",
     "find_pending_batches",
     "ingest_batch",
+    "max_batch_bytes",
     "read_version",
     "validate_batch",
 ]
@@ -55,10 +67,16 @@ log = logging.getLogger(__name__)
 
 _RESULT_TRAILER = "Validation-Result-Id"
 _ROWS_TRAILER = "Rows"
+# Landing entries refused but not movable to quarantine (another file system): never picked again.
+_REFUSED_IN_PLACE = "refused-in-place.jsonl"
+_COPY_BLOCK = 1 << 20
 
 
 class BatchRejected(ValueError):
-    """A batch failed validation and was quarantined. The message is the readable summary."""
+    """A batch failed validation, or was refused unread, and was quarantined.
+
+    The message is the readable summary; it quotes the batch only through short excerpts.
+    """
 
     def __init__(self, validation: ValidationResult, quarantined: Path):
         super().__init__(validation.summary())
@@ -95,46 +113,88 @@ class _Version:
     rows: int
 
 
+def max_batch_bytes(settings: "Settings | None" = None) -> int:
+    """The largest landing file ingest reads, in bytes (``AIRLOOP_MAX_BATCH_BYTES``, 256 MiB)."""
+    from airloop.settings import get_settings
+
+    return (settings or get_settings()).max_batch_bytes
+
+
 def ingest_batch(spec: "ModelSpec", path: str | Path, settings: "Settings | None" = None) -> IngestResult:
     """Validate one landing file, then publish it (DVC + offline parquet) or quarantine it.
 
-    Raises ``BatchNameError`` for a file name without the batch day and ``BatchRejected``
-    (after quarantining) for a batch that fails validation. Re-ingesting the bytes already
-    versioned changes nothing and returns ``already_ingested=True``.
+    Raises ``BatchNameError`` for a file name without the batch day, ``ValueError`` for a
+    path outside the dataset's landing folder, and ``BatchRejected`` (after quarantining)
+    for a batch that fails validation or is not a regular file within the size limit.
+    Re-ingesting the bytes already versioned changes nothing and returns
+    ``already_ingested=True``.
     """
     from airloop.settings import get_settings
 
     settings = settings or get_settings()
     path = Path(path)
     day = batch_day(spec, path)
-    data = path.read_bytes()
+    landing = settings.landing_dir / spec.dataset.name
+    if path.parent.resolve() != landing.resolve():
+        raise ValueError(
+            f"{str(path)!r} is not in the landing folder {str(landing)!r}: only files there are ingested"
+        )
     relpath = f"{spec.dataset.name}/{path.name}"
     offline_path = settings.offline_dir / spec.dataset.name / f"{path.stem}.parquet"
+    # The batch is read from a private copy beside its place in the workspace, so what is
+    # validated is what gets versioned even if the landing file changes meanwhile.
+    copy = settings.dvc_workspace / relpath
+    copy = copy.with_name(f".{copy.name}.tmp")
 
     # One ingest at a time per workspace: git, DVC and the GX file context are not safe to share.
     with _exclusive(settings.dvc_workspace.with_name(settings.dvc_workspace.name + ".lock")):
-        known = _committed_version(settings.dvc_workspace, relpath)
-        if known and known.md5 == hashlib.md5(data).hexdigest():
-            if not offline_path.exists():
-                # A previous run versioned the batch but stopped before publishing the rows.
-                frame, _ = read_typed(spec, data)
-                _write_parquet(frame, offline_path)
-            log.info("%s is already ingested at %s", relpath, known.rev)
-            data_docs = _recorded_data_docs(spec, known.result_id, settings)
-            return _result(spec, path.name, day, known, data_docs, offline_path, already_ingested=True)
-
-        validation, frame = run_validation(spec, path.name, data, day, settings)
-        if not validation.success:
+        try:
+            md5 = _copy_landing_file(path, copy, settings.max_batch_bytes)
+        except _Refused as refused:
+            failure = Failure(None, refused.expectation, detail=str(refused))
+            validation = record_refusal(spec, path.name, day, failure, settings)
             quarantined = _quarantine(spec, path, validation, settings)
-            log.warning("%s quarantined at %s", path.name, quarantined)
-            raise BatchRejected(validation, quarantined)
+            log.warning("%s refused unread (%s); quarantined at %s", path.name, refused, quarantined)
+            raise BatchRejected(validation, quarantined) from None
+        try:
+            return _ingest_copy(spec, path, copy, md5, day, relpath, offline_path, settings)
+        finally:
+            copy.unlink(missing_ok=True)
 
-        version = _version_batch(_ensure_workspace(settings), relpath, data, validation)
-        _write_parquet(frame, offline_path)
-        log.info("%s versioned at %s (md5 %s), %d rows published", relpath, version.rev, version.md5,
-                 version.rows)
-        return _result(spec, path.name, day, version, validation.data_docs, offline_path,
-                       already_ingested=False)
+
+def _ingest_copy(
+    spec: "ModelSpec",
+    path: Path,
+    copy: Path,
+    md5: str,
+    day: dt.date,
+    relpath: str,
+    offline_path: Path,
+    settings: "Settings",
+) -> IngestResult:
+    """``ingest_batch`` once the landing file is safely copied to ``copy`` (under the lock)."""
+    known = _committed_version(settings.dvc_workspace, relpath)
+    if known and known.md5 == md5:
+        if not offline_path.exists():
+            # A previous run versioned the batch but stopped before publishing the rows.
+            frame, _ = read_typed(spec, copy)
+            _write_parquet(frame, offline_path)
+        log.info("%s is already ingested at %s", relpath, known.rev)
+        data_docs = _recorded_data_docs(spec, known.result_id, settings)
+        return _result(spec, path.name, day, known, data_docs, offline_path, already_ingested=True)
+
+    validation, frame = run_validation(spec, path.name, copy, day, settings)
+    if not validation.success:
+        quarantined = _quarantine(spec, path, validation, settings)
+        log.warning("%s quarantined at %s", path.name, quarantined)
+        raise BatchRejected(validation, quarantined)
+
+    version = _version_batch(_ensure_workspace(settings), relpath, copy, validation)
+    _write_parquet(frame, offline_path)
+    log.info("%s versioned at %s (md5 %s), %d rows published", relpath, version.rev, version.md5,
+             version.rows)
+    return _result(spec, path.name, day, version, validation.data_docs, offline_path,
+                   already_ingested=False)
 
 
 def find_pending_batches(
@@ -143,12 +203,15 @@ def find_pending_batches(
     """Landing files whose bytes are not the version already ingested, oldest day first.
 
     Files matching the dataset pattern but without a date in their name are skipped with a
-    warning (``ingest_batch`` would refuse them).
+    warning (``ingest_batch`` would refuse them). Entries that are not regular files or are
+    over the size limit are pending without being opened: ``ingest_batch`` refuses them.
     """
     from airloop.settings import get_settings
 
     settings = settings or get_settings()
     workspace = settings.dvc_workspace
+    limit = settings.max_batch_bytes
+    refused = _refused_in_place(spec, settings)
     pending: list[tuple[dt.date, Path]] = []
     for path in sorted((settings.landing_dir / spec.dataset.name).glob(spec.dataset.pattern)):
         try:
@@ -158,8 +221,17 @@ def find_pending_batches(
             continue
         if day is not None and batch != day:
             continue
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if _identity(path, info) in refused:
+            continue
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            pending.append((batch, path))
+            continue
         known = _committed_version(workspace, f"{spec.dataset.name}/{path.name}")
-        if known is None or known.md5 != hashlib.md5(path.read_bytes()).hexdigest():
+        if known is None or known.md5 != _landing_md5(path, limit):
             pending.append((batch, path))
     return [path for _, path in sorted(pending)]
 
@@ -245,19 +317,139 @@ def _recorded_data_docs(spec: "ModelSpec", result_id: str, settings: "Settings")
         return None
 
 
+# --- reading the landing area ------------------------------------------------------------
+
+
+class _Refused(ValueError):
+    """A landing entry that is not read: not a regular file, or over the size limit."""
+
+    def __init__(self, detail: str, expectation: str = "expect_file_to_be_a_regular_file"):
+        super().__init__(detail)
+        self.expectation = expectation
+
+
+# What lstat says a landing entry is, for the refusal message.
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link (links are never followed: deliver the file itself)"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _open_landing_file(path: Path, limit: int) -> int:
+    """A read descriptor on ``path`` if it is a regular file of at most ``limit`` bytes.
+
+    O_NOFOLLOW and O_NONBLOCK, then fstat: an entry swapped for a link or a FIFO after the
+    lstat is neither followed nor waited on.
+    """
+    mode = os.lstat(path).st_mode
+    for test, kind in _KINDS:
+        if test(mode):
+            raise _Refused(f"{path.name!r} is {kind}, not a regular file; it was not opened")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _Refused(f"{path.name!r} is {_KINDS[0][1]}, not a regular file; it was not opened") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise _Refused(f"{path.name!r} is not a regular file; it was not read")
+    if info.st_size > limit:
+        os.close(fd)
+        raise _too_large(path, info.st_size, limit)
+    return fd
+
+
+def _too_large(path: Path, size: int, limit: int) -> _Refused:
+    return _Refused(
+        f"{path.name!r} has {size:,} bytes, over the limit of {limit:,} bytes per batch "
+        f"(AIRLOOP_MAX_BATCH_BYTES); it was not read",
+        "expect_file_size_to_be_within_limit",
+    )
+
+
+def _copy_landing_file(path: Path, target: Path, limit: int) -> str:
+    """Copy a landing file to ``target`` (at most ``limit`` bytes) and return its md5."""
+    fd = _open_landing_file(path, limit)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.md5(), 0
+    with os.fdopen(fd, "rb") as source, open(target, "wb") as out:
+        while block := source.read(_COPY_BLOCK):
+            size += len(block)
+            if size > limit:  # grew since fstat
+                out.close()
+                target.unlink()
+                raise _too_large(path, size, limit)
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()
+
+
+def _landing_md5(path: Path, limit: int) -> str | None:
+    """md5 of a landing file, streamed; None if it is no longer a regular file within ``limit``."""
+    try:
+        fd = _open_landing_file(path, limit)
+    except (_Refused, FileNotFoundError):
+        return None
+    with os.fdopen(fd, "rb") as source:
+        return hashlib.file_digest(source, "md5").hexdigest()
+
+
 # --- quarantine ---------------------------------------------------------------------------
 
 
 def _quarantine(spec: "ModelSpec", path: Path, validation: ValidationResult, settings: "Settings") -> Path:
+    """Move a landing entry with its validation record to quarantine; returns where it went."""
     folder = settings.quarantine_dir / spec.dataset.name
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / path.name
-    if target.exists():
+    if os.path.lexists(target):
         # Keep an earlier rejected delivery of the same day rather than overwrite it.
         target = folder / f"{path.stem}.{validation.result_id.rsplit('-', 1)[-1]}{path.suffix}"
     shutil.copyfile(validation.result_json, target.with_suffix(".validation.json"))
-    shutil.move(path, target)
-    return target
+    if _move_entry(path, target):
+        return target
+    with (folder / _REFUSED_IN_PLACE).open("a") as record:
+        entry = {"entry": _identity(path, os.lstat(path)), "result_id": validation.result_id}
+        record.write(json.dumps(entry) + "\n")
+    log.warning("%s cannot be moved to %s (another file system); left in place and not picked again",
+                path.name, folder)
+    return path
+
+
+def _move_entry(path: Path, target: Path) -> bool:
+    """Move the entry itself (a link stays a link). False if only a copy could move it and
+    copying it would mean opening or walking it (a FIFO, device or directory across file
+    systems)."""
+    try:
+        os.rename(path, target)
+        return True
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode) or stat.S_ISREG(mode):
+        shutil.move(path, target)  # re-creates a link from its text, never reads its target
+        return True
+    return False
+
+
+def _identity(path: Path, info: os.stat_result) -> list:
+    """What tells a landing entry from a later delivery under the same name (inodes get reused)."""
+    return [path.name, info.st_dev, info.st_ino, info.st_mode, info.st_ctime_ns]
+
+
+def _refused_in_place(spec: "ModelSpec", settings: "Settings") -> list[list]:
+    """Identities of refused landing entries that could not be moved to quarantine."""
+    record = settings.quarantine_dir / spec.dataset.name / _REFUSED_IN_PLACE
+    if not record.exists():
+        return []
+    return [json.loads(line)["entry"] for line in record.read_text().splitlines() if line.strip()]
 
 
 # --- DVC workspace ------------------------------------------------------------------------
@@ -315,14 +507,16 @@ def _committed_version(workspace: Path, relpath: str) -> _Version | None:
     return _Version(md5=dvc_file["outs"][0]["md5"], rev=rev, result_id=result_id, rows=int(rows or 0))
 
 
-def _version_batch(workspace: Path, relpath: str, data: bytes, validation: ValidationResult) -> _Version:
-    """dvc add + push the batch, then commit its .dvc file. Returns the new version."""
+def _version_batch(workspace: Path, relpath: str, copy: Path, validation: ValidationResult) -> _Version:
+    """Move the validated copy into place, dvc add + push it, then commit its .dvc file.
+
+    Returns the new version.
+    """
     import yaml
     from dvc.repo import Repo
 
     target = workspace / relpath
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(target, data)
+    os.replace(copy, target)  # same folder: atomic
     with Repo(str(workspace)) as repo:
         repo.add(str(target))
         # Push before committing: a commit in the workspace means the data is on the remote.
@@ -347,12 +541,6 @@ def _write_parquet(frame: "pd.DataFrame", path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 

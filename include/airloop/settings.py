@@ -26,12 +26,29 @@ def _path(name: str, default: Path) -> Path:
     return Path(_env(name, str(default))).expanduser().resolve()
 
 
+def _positive_int(name: str, default: int) -> int:
+    raw = _env(name, str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive whole number, got {raw!r}")
+    return value
+
+
+# The largest landing file ingest reads: 256 MiB is ~3M rows of the demo schema (its row_count
+# rule stops at 1M); reading peaks near 3x the file size (bench/bench_ingest.py).
+DEFAULT_MAX_BATCH_BYTES = 256 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
     models_dir: Path
     feature_repo: Path
     landing_dir: Path
+    max_batch_bytes: int
     quarantine_dir: Path
     offline_dir: Path
     dvc_workspace: Path
@@ -57,6 +74,7 @@ _ENV_NAMES = {
     "models_dir": "AIRLOOP_MODELS_DIR",
     "feature_repo": "AIRLOOP_FEATURE_REPO",
     "landing_dir": "AIRLOOP_LANDING_DIR",
+    "max_batch_bytes": "AIRLOOP_MAX_BATCH_BYTES",
     "quarantine_dir": "AIRLOOP_QUARANTINE_DIR",
     "offline_dir": "AIRLOOP_OFFLINE_DIR",
     "dvc_workspace": "AIRLOOP_DVC_WORKSPACE",
@@ -82,6 +100,7 @@ def get_settings() -> Settings:
         models_dir=_path("AIRLOOP_MODELS_DIR", REPO_ROOT / "include" / "models"),
         feature_repo=_path("AIRLOOP_FEATURE_REPO", REPO_ROOT / "feature_repo"),
         landing_dir=_path("AIRLOOP_LANDING_DIR", home / "landing"),
+        max_batch_bytes=_positive_int("AIRLOOP_MAX_BATCH_BYTES", DEFAULT_MAX_BATCH_BYTES),
         quarantine_dir=_path("AIRLOOP_QUARANTINE_DIR", home / "quarantine"),
         offline_dir=_path("AIRLOOP_OFFLINE_DIR", home / "offline"),
         dvc_workspace=_path("AIRLOOP_DVC_WORKSPACE", home / "dvc" / "workspace"),
