@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from airloop.fileio import atomic_path
+
 ZONES = ("center", "north", "south", "east", "west")
 COLUMNS = (
     "order_id",
@@ -225,9 +227,8 @@ def write_batch(
     data = apply_defect(frame, defect, seed=seed) if defect else to_csv_bytes(frame)
     landing_dir.mkdir(parents=True, exist_ok=True)
     path = landing_dir / batch_filename(day, dataset)
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # atomic: the ingest DAG never sees half a file
+    with atomic_path(path) as tmp:  # the ingest DAG never sees half a file
+        tmp.write_bytes(data)
     return path
 
 

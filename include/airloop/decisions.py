@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
+from airloop.fileio import as_utc
+
 if TYPE_CHECKING:
     from airloop.spec import DriftSpec, ModelSpec, PromotionSpec
 
@@ -32,7 +34,6 @@ __all__ = [
     "History",
     "PolicyCheck",
     "PromotionDecision",
-    "as_utc",
     "beats",
     "decide",
     "decide_promotion",
@@ -290,17 +291,6 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 # --- the retrain policy -------------------------------------------------------------------------
-
-
-def as_utc(value: dt.datetime | str | None) -> dt.datetime | None:
-    """An aware UTC datetime from a datetime (naive means UTC), an ISO string or a pandas Timestamp."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    elif not isinstance(value, dt.datetime):  # pandas Timestamp and friends
-        value = value.to_pydatetime()
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class PolicyCheck(Protocol):

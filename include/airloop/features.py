@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airloop.fileio import as_utc, atomic_path
 from airloop.settings import Settings, environ, get_settings
 
 if TYPE_CHECKING:
@@ -183,10 +184,8 @@ def _write_parquet(frame: "pd.DataFrame", path: Path, metadata: dict[bytes, byte
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    # A dot-file is skipped by parquet dataset readers, so Feast never sees half a file.
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # Feast never sees half a file
+        pq.write_table(table, tmp)
 
 
 # --- the store --------------------------------------------------------------------------
@@ -438,7 +437,7 @@ def materialize(
     if chunk <= dt.timedelta(0):
         raise ValueError("chunk must be positive")
     started = time.perf_counter()
-    end = _utc(end)
+    end = as_utc(end)
     if store is None:
         store = get_store(settings, write_batch_size=write_batch_size)
     else:
@@ -453,9 +452,9 @@ def materialize(
     tick = dt.timedelta(microseconds=1)
     for fv in views:
         if start is not None:
-            lower = _utc(start) - tick  # an explicit start is inclusive
+            lower = as_utc(start) - tick  # an explicit start is inclusive
         elif fv.most_recent_end_time is not None:
-            lower = _utc(fv.most_recent_end_time)
+            lower = as_utc(fv.most_recent_end_time)
         elif fv.ttl:
             lower = end - fv.ttl
         else:
@@ -516,11 +515,6 @@ def _quiet_dask():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"dask\.")
         yield
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    utc = dt.timezone.utc
-    return value.replace(tzinfo=utc) if value.tzinfo is None else value.astimezone(utc)
 
 
 def _grid_intervals(lower: dt.datetime, upper: dt.datetime, step: dt.timedelta):

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from airloop.fileio import atomic_path
 from airloop.validation import (
     BatchNameError,
     Failure,
@@ -538,10 +539,8 @@ def _version_batch(workspace: Path, relpath: str, copy: Path, validation: Valida
 
 def _write_parquet(frame: "pd.DataFrame", path: Path) -> None:
     """Write the batch's rows atomically: feature readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
 
 
 @contextlib.contextmanager

@@ -42,7 +42,6 @@ import datetime as dt
 import json
 import logging
 import math
-import os
 import time
 import uuid
 import zlib
@@ -58,11 +57,11 @@ from airloop.decisions import (
     DriftThresholds,
     DriftVerdict,
     History,
-    as_utc,
     decide,
     drift_verdict,
     metric_drop,
 )
+from airloop.fileio import as_utc, atomic_path, write_atomic
 from airloop.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -201,16 +200,6 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _write_atomic(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-
-
 def model_dir(spec: "ModelSpec", settings: Settings | None = None) -> Path:
     """``reports_dir/<model>``: reports, the reference cache and the policy state."""
     return (settings or get_settings()).reports_dir / spec.name
@@ -331,9 +320,8 @@ def _build_reference_cache(spec, settings, client, version, run_id, cache: Path,
         predictions = predictions.sample(n=size, random_state=seed % 2**32)
 
     def parquet(frame: "pd.DataFrame", name: str) -> None:
-        tmp = cache / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
-        frame.reset_index(drop=True).to_parquet(tmp, index=False)
-        tmp.replace(cache / name)
+        with atomic_path(cache / name) as tmp:
+            frame.reset_index(drop=True).to_parquet(tmp, index=False)
 
     numeric = {c: "float64" for c in features if pd.api.types.is_numeric_dtype(sample[c])}
     parquet(sample.astype(numeric), f"training.{size}.parquet")
@@ -350,7 +338,7 @@ def _build_reference_cache(spec, settings, client, version, run_id, cache: Path,
         "holdout_metrics": registry.holdout_metrics(run.data.metrics),
         "built_at": dt.datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    _write_atomic(cache / f"meta.{size}.json", json.dumps(meta, indent=1, sort_keys=True))
+    write_atomic(cache / f"meta.{size}.json", json.dumps(meta, indent=1, sort_keys=True))
     log.info("%s: cached the reference of v%s (run %s) in %.1fs", spec.name, version, run_id, time.perf_counter() - started)
     return meta
 
@@ -915,7 +903,7 @@ def write_reports(spec: "ModelSpec", check: DriftCheck, snapshots: dict, setting
     json_path = directory / f"{check.report_id}.json"
     if snapshots:
         html_path = directory / f"{check.report_id}.html"
-        _write_atomic(html_path, _html(check, snapshots))
+        write_atomic(html_path, _html(check, snapshots))
         check.html_path = str(html_path)
     check.json_path = str(json_path)
     _write_json(json_path, check, snapshots)
@@ -928,7 +916,7 @@ def _write_json(path: Path, check: DriftCheck, snapshots: dict) -> None:
         "check": check.as_dict(),
         "evidently": {name: _json_safe(snapshot.dict()) for name, snapshot in snapshots.items()},
     }
-    _write_atomic(path, json.dumps(document, indent=1, default=str))
+    write_atomic(path, json.dumps(document, indent=1, default=str))
 
 
 def _html(check: DriftCheck, snapshots: dict) -> str:
@@ -1081,7 +1069,7 @@ def _locked(spec: "ModelSpec", settings: Settings | None, *, write: bool) -> Ite
             yield state
             if write:
                 state["checks"] = state["checks"][-MAX_HISTORY:]
-                _write_atomic(path, json.dumps(state, indent=1, default=str))
+                write_atomic(path, json.dumps(state, indent=1, default=str))
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 

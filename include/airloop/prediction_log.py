@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from airloop.errors import PredictionStoreError, UnknownRequestId
+from airloop.fileio import to_utc_naive
 from airloop.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ __all__ = [
     "read_predictions",
     "read_window_rows",
     "safe_url",
-    "to_utc_naive",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,19 +130,6 @@ def make_engine(url: str, *, connect_timeout: float = 5.0):
             cursor.close()
 
     return engine
-
-
-def to_utc_naive(value: dt.datetime | str | None) -> dt.datetime | None:
-    """Naive UTC for the store; a naive input is taken as UTC already."""
-    if value is None:
-        return None
-    if not isinstance(value, dt.datetime):
-        import pandas as pd
-
-        value = pd.Timestamp(value).to_pydatetime()
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value
 
 
 def _row(scored: LoggedPrediction) -> dict[str, Any]:

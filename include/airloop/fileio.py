@@ -1,0 +1,61 @@
+"""Small file and time helpers shared by the stages: atomic writes and UTC normalization.
+
+Readers of Airloop's files (Feast's offline store, the ingest DAG's landing glob, the policy
+state) must never see half a file, so every writer goes through :func:`atomic_path`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["as_utc", "atomic_path", "to_utc_naive", "write_atomic"]
+
+UTC = dt.timezone.utc
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; it replaces ``path`` when the block ends.
+
+    The temporary name starts with a dot (parquet dataset readers and glob patterns skip it)
+    and is unique per writer. If the block raises, the temporary file is removed and ``path``
+    is left as it was.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` atomically and durably (fsync before the rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def as_utc(value: "dt.datetime | str | None") -> dt.datetime | None:
+    """An aware UTC datetime from a datetime (naive means UTC), an ISO string or a pandas Timestamp."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    elif not isinstance(value, dt.datetime):  # pandas Timestamp and friends
+        value = value.to_pydatetime()
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def to_utc_naive(value: "dt.datetime | str | None") -> dt.datetime | None:
+    """Naive UTC (what the SQL stores keep); a naive input is taken as UTC already."""
+    aware = as_utc(value)
+    return None if aware is None else aware.replace(tzinfo=None)
