@@ -36,8 +36,8 @@ def test_reports_plugin_serves_data_docs_to_a_logged_in_user(stack):
     headers = {"Authorization": f"Bearer {stack.token()}"}
     index = requests.get(f"{stack.url}/airloop/", headers=headers, timeout=10)
     assert index.status_code == 200 and "Airloop reports" in index.text
-    escape = requests.get(f"{stack.url}/airloop/files/reports/../../airflow.db", headers=headers, timeout=10)
-    assert escape.status_code == 404
+    # Path escapes are sent as-is (an HTTP client would normalize '..' away) in
+    # tests/dags/test_reports_security.py, against a file that really exists outside the root.
 
 
 def test_ingest_triggered_over_rest_emits_the_validated_asset(stack, demo_spec, monkeypatch):
