@@ -13,23 +13,39 @@ script would, through Airflow's REST API and the service's HTTP API.
    the policy triggers training, the new model wins the gate and the service swaps to it.
 
 The human summary is printed; the same facts go to ``$AIRLOOP_HOME/demo-summary.json``.
+
+SIGINT (Ctrl-C) or SIGTERM stops the demo at any point, in the foreground or as a background
+job: the prediction service and every Airflow process it started are stopped, and it exits
+with 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
-from airloop import datagen
-from airloop.notifiers import read_alerts
-from airloop.settings import get_settings
-from airloop.spec import get_spec
-from airloop.testing import AirflowStack, BentoServer, free_port
+if __name__ == "__main__":
+    # Run as a program: SIGINT and SIGTERM end it even during the seconds the imports below take
+    # (a background job inherits SIGINT ignored). Nothing has started yet; main() takes over.
+    def _stop_early(signum: int, frame) -> None:
+        print(f"airloop demo: stopped by {signal.Signals(signum).name} before anything started", flush=True)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, _stop_early)
+    signal.signal(signal.SIGTERM, _stop_early)
+
+from airloop import datagen  # noqa: E402 - after the early stop above
+from airloop.notifiers import read_alerts  # noqa: E402
+from airloop.settings import get_settings  # noqa: E402
+from airloop.spec import get_spec  # noqa: E402
+from airloop.testing import AirflowStack, BentoServer, deferred_signals, free_port  # noqa: E402
 
 DEMO_MODEL = "late_delivery"
 DEFECT = "out_of_range"
@@ -39,9 +55,74 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+class Stopped(BaseException):
+    """SIGINT or SIGTERM arrived: unwinds the demo like KeyboardInterrupt does, for both signals.
+
+    A BaseException, so the demo's ``except Exception`` reporting does not swallow it.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGINT and SIGTERM turned into one orderly shutdown.
+
+    The first signal raises :class:`Stopped` in the main thread wherever the demo is (starting
+    Airflow, waiting for DAG runs, or keeping the stack up). While the processes are being
+    stopped, signals are only recorded: a second Ctrl-C must not leave them half-stopped.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.armed = True
+        self.previous: dict[int, object] = {}
+
+    def install(self) -> "StopSignals":
+        # Explicitly, for both: a background job of a non-interactive shell (``demo &``) inherits
+        # SIGINT ignored, and Python then installs no KeyboardInterrupt handler; SIGTERM's default
+        # ends the process without any cleanup. Airflow and the service run in sessions of their
+        # own (a Ctrl-C meant for the demo does not reach them), so only the demo can stop them.
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for sig, handler in self.previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        self.previous.clear()
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received is None:
+            self.received = signum
+        if self.armed:
+            self.armed = False
+            raise Stopped(signum)
+
+    def hold(self) -> None:
+        """From now on a signal is recorded, not raised (the processes are being stopped)."""
+        self.armed = False
+
+    def rearm(self) -> None:
+        """Nothing is left running: a signal may end the demo at once again."""
+        if self.received is None:
+            self.armed = True
+
+
+def stopped(signum: int) -> int:
+    """The one line the demo prints when a signal stopped it; the shell's exit status for it."""
+    say(f"airloop demo: stopped by {signal.Signals(signum).name}; the prediction service and Airflow are stopped")
+    return 128 + signum  # 130 for SIGINT, 143 for SIGTERM
+
+
 class Demo:
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, signals: StopSignals | None = None):
         self.args = args
+        self.signals = signals or StopSignals()
         self.spec = get_spec(DEMO_MODEL)
         self.started = time.monotonic()
         self.summary: dict = {"model": self.spec.name, "steps": {}}
@@ -182,7 +263,8 @@ class Demo:
 
         self.step("starting Airflow (api-server, scheduler, dag-processor, triggerer) and the prediction service")
         self.stack.start()
-        self.server.start()
+        with deferred_signals():  # a signal now would leave the server started but unrecorded
+            self.server.start()
         say(f"      Airflow UI: {self.stack.url}  (login admin / {self.stack.password})")
         say(f"      Prediction service: {self.server.url}")
         deadline = time.monotonic() + 120
@@ -285,30 +367,58 @@ class Demo:
             s, s.home / "bento-server.log", port=int(s.serve_url.rsplit(":", 1)[-1]),
             AIRLOOP_SERVE_POLL_SECONDS="2",
         )
+        ok = False
         try:
-            self.run()
-            ok = True
-        except Exception as exc:  # noqa: BLE001 - report what happened, then fail
-            self.summary["error"] = f"{exc.__class__.__name__}: {exc}"
-            say(f"demo failed: {self.summary['error']}")
-            say(f"logs: {s.home / 'airflow'}/*.log, {s.home / 'bento-server.log'}")
-            ok = False
-        finally:
+            try:
+                self.run()
+                ok = True
+            except Exception as exc:  # noqa: BLE001 - report what happened, then fail
+                self.summary["error"] = f"{exc.__class__.__name__}: {exc}"
+                say(f"demo failed: {self.summary['error']}")
+                say(f"logs: {s.home / 'airflow'}/*.log, {s.home / 'bento-server.log'}")
             if self.args.keep_running and ok:
-                say(f"Airflow keeps running at {self.stack.url}, the service at {self.server.url}; Ctrl-C stops.")
-                try:
-                    while True:
-                        time.sleep(3600)
-                except KeyboardInterrupt:
-                    pass
-            self.server.stop()
-            self.stack.stop()
+                say(f"Airflow keeps running at {self.stack.url}, the service at {self.server.url}; "
+                    "Ctrl-C or SIGTERM stops.")
+                while True:
+                    time.sleep(3600)
+            self.signals.hold()  # last statement: a signal from here on waits for the cleanup
+        except Stopped:
+            pass  # self.signals.received says which; the processes are stopped below
+        finally:
+            self.signals.hold()
+            self.stop_processes()
+        if self.signals.received is not None:
+            self.summary["stopped"] = signal.Signals(self.signals.received).name
+            self.summary["wall_seconds"] = round(time.monotonic() - self.started, 1)
+            (s.home / "demo-summary.json").write_text(json.dumps(self.summary, indent=2, default=str))
+            return stopped(self.signals.received)
+        self.signals.rearm()  # nothing runs any more: a signal just cuts the summary short
         self.summary["wall_seconds"] = round(time.monotonic() - self.started, 1)
         self.summary["facts"] = collect_facts(self.spec)
         out = s.home / "demo-summary.json"
         out.write_text(json.dumps(self.summary, indent=2, default=str))
         print_summary(self.summary, out)
         return 0 if ok and self.loop_closed() else 1
+
+    def stop_processes(self) -> None:
+        """The prediction service first, then Airflow's components: SIGTERM, wait, SIGKILL the rest
+        (grandchildren too). Bounded, so that a stop request ends the demo within about a minute."""
+        import psutil
+
+        server = self.server.proc
+        workers = []  # recorded first: the server's workers live in sessions of their own
+        if server is not None and server.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                workers = psutil.Process(server.pid).children(recursive=True)
+        try:
+            self.server.stop(timeout=20)
+        finally:
+            try:
+                self.stack.stop(timeout=30)
+            finally:
+                for worker in workers:  # a worker that outlived its server's stop
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        worker.kill()
 
     def loop_closed(self) -> bool:
         steps = self.summary["steps"]
@@ -379,6 +489,16 @@ def print_summary(summary: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signals = StopSignals().install()  # before anything starts
+    try:
+        return _main(argv, signals)
+    except Stopped as stop:  # before Airflow started, or while the summary was being collected
+        return stopped(stop.signum)
+    finally:
+        signals.uninstall()
+
+
+def _main(argv: list[str] | None, signals: StopSignals) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--clean-days", type=int, default=14)
@@ -398,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"airloop demo: {exc}", file=sys.stderr)
         return 1
     ensure_dirs()
-    return Demo(args).main()
+    return Demo(args, signals).main()
 
 
 if __name__ == "__main__":

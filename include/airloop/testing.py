@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextlib.contextmanager
+def deferred_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
+    """Hold SIGINT/SIGTERM while a process is spawned and recorded; deliver them afterwards.
+
+    A Python signal handler that raises (KeyboardInterrupt, the demo's stop) can fire between
+    ``Popen`` starting a child and the caller keeping its handle; that child would then be
+    started but unknown to the cleanup. Inside this block such signals are only noted, and
+    raised again, to whatever handler was there, when it ends. No-op outside the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    for sig in signums:
+        if signal.getsignal(sig) is not None:  # None: a handler not installed from Python
+            previous[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)
+
+
 class AirflowStack:
     """Airflow's own components as native processes sharing one config and one metadata DB.
 
@@ -160,24 +187,33 @@ class AirflowStack:
         airflow = str(Path(sys.executable).parent / "airflow")
         subprocess.run([airflow, "db", "migrate"], env=self.env, check=True, capture_output=True)
         for name in self.components:
-            log = open(self.home / f"{name.replace(' ', '-')}.log", "ab")
-            self.procs[name] = subprocess.Popen(
-                [airflow, *name.split()], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            # Each component in a session of its own: a Ctrl-C meant for the caller does not reach
+            # it, so stop() is what ends it. Spawned and recorded with signals held, so that
+            # nothing is started that stop() would not know about.
+            with deferred_signals(), open(self.home / f"{name.replace(' ', '-')}.log", "ab") as log:
+                self.procs[name] = subprocess.Popen(
+                    [airflow, *name.split()], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
         self.wait_healthy(timeout)
         return self
 
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+    def stop(self, timeout: float = 30) -> None:
+        """Stop every component: SIGTERM, wait, then SIGKILL whatever is left, grandchildren too.
+
+        Descendants are recorded before any signal is sent. Airflow's task processes (and what
+        they start) live in process groups of their own, which a component's ``killpg`` does not
+        reach, and the LocalExecutor's shutdown waits for running tasks to finish: they get their
+        SIGTERM directly. The api-server goes last, because tasks that are stopping still report
+        their state to its execution API. Within ``timeout`` seconds in all, then SIGKILL.
+        """
+        running = {name: proc for name, proc in self.procs.items() if proc.poll() is None}
+        family = {name: _descendants([proc]) for name, proc in running.items()}  # before any signal
+        deadline = time.monotonic() + timeout
+        first = [name for name in running if name != "api-server"]
+        last = [name for name in running if name == "api-server"]
+        for names, until in ((first, deadline - timeout / 3 if last else deadline), (last, deadline)):
+            _terminate([running[n] for n in names], [d for n in names for d in family[n]], until)
         self.procs.clear()
 
     def __enter__(self) -> "AirflowStack":
@@ -265,6 +301,54 @@ class AirflowStack:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
 
 
+def _descendants(procs) -> list:
+    """psutil handles on every descendant of these processes (pid reuse safe), taken now."""
+    import psutil
+
+    found = []
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found += psutil.Process(proc.pid).children(recursive=True)
+    return found
+
+
+def _killpg(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+def _terminate(procs: list[subprocess.Popen], descendants: list, until: float) -> None:
+    """SIGTERM these session leaders' groups and the groups their descendants lead; wait until
+    ``until``; then SIGKILL the groups and every recorded descendant that is still there."""
+    import psutil
+
+    def signal_all(sig: int, members) -> None:
+        for proc in procs:
+            # SIGKILL goes to the group even when its leader (running when stop() began) has just
+            # exited: members left in the group keep its id in use, so no other process has it.
+            if proc.poll() is None or sig == signal.SIGKILL:
+                _killpg(proc.pid, sig)
+        for child in members:
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+                if sig == signal.SIGKILL:
+                    child.kill()
+                if child.is_running() and os.getpgid(child.pid) == child.pid:
+                    os.killpg(child.pid, sig)  # a group of its own (a task), with what it started
+
+    signal_all(signal.SIGTERM, descendants)
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(max(0.1, until - time.monotonic()))
+    _, alive = psutil.wait_procs(descendants, timeout=max(0.1, until - time.monotonic()))
+    left = [proc for proc in procs if proc.poll() is None]
+    if left or alive:
+        alive = list({*alive, *_descendants(left)})  # and whatever the stragglers started since
+        signal_all(signal.SIGKILL, alive)
+        for proc in left:
+            proc.wait()
+        psutil.wait_procs(alive, timeout=10)
+
+
 class BentoServer:
     """``bentoml serve`` as a subprocess on a free port, with the settings of an AIRLOOP_HOME."""
 
@@ -333,12 +417,15 @@ class BentoServer:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                for worker in workers:
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        worker.kill()
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-            psutil.wait_procs(workers, timeout=timeout)
+            # A worker still alive once its server is gone (a hung shutdown) is killed too.
+            _, alive = psutil.wait_procs(workers, timeout=timeout)
+            for worker in alive:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    worker.kill()
+            psutil.wait_procs(alive, timeout=10)
         return self.proc.returncode
 
     def logs(self) -> str:
