@@ -25,9 +25,14 @@ Endpoints (all JSON; errors are ``{"error": ...}``, BentoML's validation errors 
 ``POST /feedback``  ``{"request_id": "...", "label": 1}`` with ``Authorization: Bearer <token>``
     (``AIRLOOP_SERVE_FEEDBACK_TOKEN``) -> 200 ``{"request_id", "label", "labeled_at"}``; 401
     without the token, 403 when the service has none (feedback off); 404 if no prediction has
-    that id; 400 if the label is not 0/1 (classification).
+    that id; 400 if the label is not the number 0 or 1 (classification) or not a finite number
+    (regression).
 ``POST /status`` -> the model version served, its run id, the last registry check and error,
     the prediction-log backlog.
+``GET /docs.json`` -> the service's OpenAPI 3.1 document (also shown by BentoML's index page ``/``):
+    title and description from the spec, ``info.version`` the model version served now, the
+    request schemas and examples built from the spec, every error status with the body it has,
+    and the bearer token of ``/feedback``. See :func:`openapi_document`.
 BentoML's own ``GET /healthz``, ``/livez``, ``/readyz`` (503 until a champion is loaded) and
 ``/metrics`` stay as they are. BentoML's OpenTelemetry request spans are skipped on
 ``/predict`` and ``/predict_batch`` unless ``AIRLOOP_SERVE_TRACE_PREDICT=true``: BentoML collects
@@ -52,7 +57,9 @@ and ``/readyz`` stays unanswered meanwhile.
 
 from __future__ import annotations
 
+import functools
 import gc
+import json
 import logging
 import sys
 import warnings
@@ -79,6 +86,7 @@ _CONFIG = serve_config()
 _SPEC = serve.serving_spec(_CONFIG)
 PredictRequest = serve.request_model(_SPEC)
 BatchRequest = serve.batch_request_model(_SPEC, _CONFIG.max_batch_rows)
+FeedbackRequest = serve.feedback_model(_SPEC)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -195,6 +203,8 @@ def _setup_logging() -> None:
 PREDICT_ROUTE = "/predict"
 PREDICT_BATCH_ROUTE = "/predict_batch"
 FEEDBACK_ROUTE = "/feedback"
+STATUS_ROUTE = "/status"
+DOCS_ROUTE = "/docs.json"  # BentoML's route for the OpenAPI document, answered by OpenAPIDocument
 # Routes that change stored data: they need the feedback token (AIRLOOP_SERVE_FEEDBACK_TOKEN).
 WRITE_ROUTES = frozenset({FEEDBACK_ROUTE})
 # Regexes matched against the request path by BentoML's OpenTelemetry middleware.
@@ -216,6 +226,245 @@ def _end_with_the_server() -> None:
     pr_set_pdeathsig = 1  # <linux/prctl.h>
     if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
         log.warning("could not ask to stop with the server (prctl errno %d)", ctypes.get_errno())
+
+
+# --- the OpenAPI document (GET /docs.json) ---------------------------------------------------
+# BentoML's own document is generic (title "airloop", version "None", its readme as the
+# description) and wrong about errors (a 400's ``detail`` is a list, not a string; 401/403/413/
+# 415/503/504 are missing). This one is built from the spec, the request/response models in
+# airloop.serve and what the service really answers, and is served on BentoML's route.
+
+_WORKER_SERVICE = None  # this worker's PredictionService instance, once it is up
+_JSON = "application/json"
+_TEXT = "text/plain"
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _served_version() -> str | None:
+    service = _WORKER_SERVICE
+    model = service.predictor.watcher.current if service is not None else None
+    return model.version if model is not None else None
+
+
+def _errors(spec, config) -> dict[str, dict]:
+    """Every error status the service answers with: when, and an example of the body it sends."""
+    limit, timeout = config.max_body_bytes, config.timeout_seconds
+
+    def response(description: str, example: dict, **extra) -> dict:
+        return {"description": description, "content": {_JSON: {"schema": _ref("Error"), "example": example}}, **extra}
+
+    return {
+        "400": response(
+            "Invalid request: malformed JSON, wrong types (strict: `\"3\"` is not a number, `2.5` not an "
+            "integer), missing or unknown fields, values out of range. `detail` lists every problem.",
+            {
+                "error": f"1 validation error for {PredictRequest.__name__}IODescriptor",
+                "detail": [{"type": "missing", "loc": [spec.entity.join_key], "msg": "Field required",
+                            "url": "https://errors.pydantic.dev/2.14/v/missing"}],
+            },
+        ),
+        "401": response(
+            "No valid feedback token: send `Authorization: Bearer <AIRLOOP_SERVE_FEEDBACK_TOKEN>`.",
+            {"error": "send the feedback token as 'Authorization: Bearer <token>'"},
+            headers={"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+        ),
+        "403": response(
+            "Feedback is switched off: the service has no AIRLOOP_SERVE_FEEDBACK_TOKEN.",
+            {"error": "feedback is disabled: set AIRLOOP_SERVE_FEEDBACK_TOKEN on the service"},
+        ),
+        "404": response(
+            "No logged prediction has this request id.",
+            {"error": "no prediction with request_id '9d973270bb794b7fb76e38bb201e4600'"},
+        ),
+        "413": response(
+            f"The body is larger than {limit} bytes (AIRLOOP_SERVE_MAX_BODY_BYTES).",
+            {"error": f"request body too large: 2000000 bytes, the limit is {limit} bytes (AIRLOOP_SERVE_MAX_BODY_BYTES)"},
+        ),
+        "415": response(
+            "The body is not JSON: send `Content-Type: application/json` (or none).",
+            {"error": "unsupported Content-Type 'text/csv': send application/json"},
+        ),
+        "500": response(
+            "An unexpected error (a bug): the server log has the traceback.",
+            {"error": "An unexpected error has occurred, please check the server log."},
+        ),
+        "503": response(
+            "Not serving right now: no @champion model loaded yet, or the feature store or the prediction "
+            "store is unreachable. Retry later.",
+            {"error": f"no servable @champion model for {spec.name!r} yet"},
+        ),
+        "504": response(
+            f"No answer within {timeout:g} s (AIRLOOP_SERVE_TIMEOUT_SECONDS).",
+            {"error": f"Not able to process the request in {timeout} seconds"},
+        ),
+    }
+
+
+def _operation(summary: str, description: str, tag: str, body: dict | None, answer: str, errors: list[str],
+               **extra) -> dict:
+    operation = {
+        "tags": [tag],
+        "summary": summary,
+        "description": description,
+        "responses": {
+            "200": {"description": "OK", "content": {_JSON: {"schema": _ref(answer)}}},
+            **{code: {"$ref": f"#/components/responses/{code}"} for code in errors},
+        },
+        **extra,
+    }
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def _body(model: type) -> dict:
+    """A required JSON request body of this model, with the model's examples."""
+    examples = model.model_json_schema().get("examples", [])
+    return {
+        "required": True,
+        "content": {
+            _JSON: {
+                "schema": _ref(model.__name__),
+                "examples": {f"example_{i + 1}": {"value": value} for i, value in enumerate(examples)},
+            }
+        },
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _document_without_version() -> dict:
+    """Everything but ``info.version``: built once per worker, from the spec and the models."""
+    from pydantic.json_schema import models_json_schema
+
+    spec, config = _SPEC, _CONFIG
+    models = [
+        (PredictRequest, "validation"), (BatchRequest, "validation"), (FeedbackRequest, "validation"),
+        (serve.Prediction, "serialization"), (serve.BatchPrediction, "serialization"),
+        (serve.FeedbackAck, "serialization"), (serve.ServiceStatus, "serialization"), (serve.Error, "serialization"),
+    ]
+    _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
+    schemas = defs["$defs"]
+    prediction = schemas["Prediction"]["properties"]["prediction"]
+    if spec.task == "classification":
+        prediction.update(minimum=0, maximum=1, description=f"The probability that {spec.target!r} is 1.")
+    else:
+        prediction["description"] = f"The predicted {spec.target!r}."
+    schemas["Prediction"]["examples"] = [{
+        "prediction": 0.31 if spec.task == "classification" else 12.5, "model": spec.name, "model_version": "3",
+        "request_id": "9d973270bb794b7fb76e38bb201e4600", "features_missing": False, "missing_features": [],
+    }]
+
+    key, fields = spec.entity.join_key, [f"`{name}`" for name in spec.features.request]
+    answer = (
+        f"the probability that `{spec.target}` is 1" if spec.task == "classification"
+        else f"the predicted `{spec.target}`"
+    )
+    description = "\n\n".join([
+        spec.description or f"The {spec.name} model.",
+        f"Online predictions of the `{spec.name}` model ({spec.task}, target `{spec.target}`), always from the "
+        "version behind the MLflow registry alias `@champion` (the document's version names the one served "
+        "now). A new champion is loaded and swapped in without a restart or a failed request.",
+        f"A request sends the {spec.entity.name} key `{key}` and the fields known at request time "
+        f"({', '.join(fields)}); the {spec.entity.name}'s other features are read from the Feast feature service "
+        f"`{spec.features.service}`. An unknown or stale {spec.entity.name} is still predicted: the answer says "
+        f"`features_missing: true` and names them. `prediction` is {answer}. Every prediction is logged with its "
+        "`request_id`; `POST /feedback` attaches the true label to it later.",
+        "Errors are JSON, `{\"error\": \"<message>\"}`; a request that fails validation (400) also has `detail`, "
+        f"the list of problems. Bodies are JSON only (else 415) and at most {config.max_body_bytes} bytes (413); "
+        f"an answer takes at most {config.timeout_seconds:g} s (504); 503 means no champion is loaded yet or a "
+        "store is unreachable. `/feedback` needs `Authorization: Bearer <AIRLOOP_SERVE_FEEDBACK_TOKEN>`.",
+    ])
+
+    def probe(text: str, **responses: dict) -> dict:
+        plain = {"description": "OK", "content": {_TEXT: {"schema": {"type": "string"}}}}
+        return {"get": {"tags": ["infrastructure"], "description": text, "responses": {"200": plain, **responses}}}
+
+    every = ["400", "413", "415", "500", "503", "504"]
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"Airloop prediction service: {spec.name}", "description": description},
+        "tags": [
+            {"name": "predictions", "description": f"Predictions of `{spec.name}` by the @champion model."},
+            {"name": "feedback", "description": "True labels for logged predictions (bearer token)."},
+            {"name": "operations", "description": "What the service serves, and its health."},
+            {"name": "infrastructure", "description": "BentoML's probes and metrics."},
+        ],
+        "paths": {
+            PREDICT_ROUTE: {"post": _operation(
+                "Predict one request",
+                f"One prediction of `{spec.name}` for one {spec.entity.name}: {answer}.",
+                "predictions", _body(PredictRequest), "Prediction", every, operationId="predict",
+            )},
+            PREDICT_BATCH_ROUTE: {"post": _operation(
+                "Predict many requests",
+                f"1 to {config.max_batch_rows} rows (AIRLOOP_SERVE_MAX_BATCH_ROWS) in one call, answered in row "
+                "order, all by the same model version, each with its own `request_id`.",
+                "predictions", _body(BatchRequest), "BatchPrediction", every, operationId="predict_batch",
+            )},
+            FEEDBACK_ROUTE: {"post": _operation(
+                "Attach the true label to a prediction",
+                "The label of an earlier prediction, by its `request_id`: "
+                + ("0 or 1." if spec.task == "classification" else "a finite number.")
+                + " Needs the feedback token (401 without it, 403 when the service has none).",
+                "feedback", _body(FeedbackRequest), "FeedbackAck",
+                ["400", "401", "403", "404", "413", "415", "500", "503", "504"],
+                operationId="feedback", security=[{"feedbackToken": []}],
+            )},
+            STATUS_ROUTE: {"post": _operation(
+                "The model served and the service's health",
+                "The version served, its run, the last registry check and error, and the prediction log's "
+                "backlog. The body is ignored (send `{}` or nothing) but must be a JSON object if sent.",
+                "operations",
+                {"required": False, "content": {_JSON: {"schema": {"type": "object"}, "example": {}}}},
+                "ServiceStatus", ["400", "413", "415", "500", "504"], operationId="status",
+            )},
+            "/healthz": probe("Liveness (deprecated name of /livez): 200 while the process runs."),
+            "/livez": probe("Liveness: 200 while the process runs."),
+            "/readyz": probe(
+                "Readiness: 200 once a @champion model is loaded, 503 before.",
+                **{"503": {"description": "Not ready: no @champion model loaded yet.",
+                           "content": {_TEXT: {"schema": {"type": "string"}}}}},
+            ),
+            "/metrics": probe("Prometheus metrics (text exposition format)."),
+        },
+        "components": {
+            "schemas": schemas,
+            "responses": _errors(spec, config),
+            "securitySchemes": {
+                "feedbackToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The service's AIRLOOP_SERVE_FEEDBACK_TOKEN; without it set, /feedback answers 403.",
+                }
+            },
+        },
+    }
+
+
+def openapi_document(model_version: str | None) -> dict:
+    """The service's OpenAPI document, its version naming the model version served."""
+    document = _document_without_version()
+    version = f"{_SPEC.name} v{model_version}" if model_version else f"{_SPEC.name} (no model loaded yet)"
+    return {**document, "info": {**document["info"], "version": version}}
+
+
+class OpenAPIDocument:
+    """ASGI middleware: ``GET /docs.json`` answers :func:`openapi_document` (BentoML's index page
+    shows it too); everything else passes through."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") != DOCS_ROUTE or scope["method"] not in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        payload = json.dumps(openapi_document(_served_version())).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": payload if scope["method"] == "GET" else b""})
 
 
 @bentoml.service(
@@ -259,6 +508,8 @@ class PredictionService:
         # the process. Frozen, full collections skip it: they took 250-450 ms here, now ~25 ms.
         gc.collect()
         gc.freeze()
+        global _WORKER_SERVICE
+        _WORKER_SERVICE = self  # GET /docs.json names the version this worker serves
         log.info(
             "serving %s; prediction log: %s; %s", self.spec.name, safe_url(self.log.url),
             self.predictor.watcher.status(),
@@ -289,7 +540,7 @@ class PredictionService:
             return _error(exc.status, str(exc))
         return serve.BatchPrediction(predictions=[s.answer() for s in scored])
 
-    @bentoml.api(route=FEEDBACK_ROUTE, input_spec=serve.Feedback, output_spec=serve.FeedbackAck)
+    @bentoml.api(route=FEEDBACK_ROUTE, input_spec=FeedbackRequest, output_spec=serve.FeedbackAck)
     async def feedback(self, request_id: str, label: float) -> serve.FeedbackAck:
         """Attach the true label to a logged prediction (404 if the request id is unknown)."""
         if self.spec.task == "classification" and label not in (0, 1):
@@ -303,7 +554,7 @@ class PredictionService:
             return _error(exc.status, str(exc))
         return serve.FeedbackAck(request_id=request_id, label=label, labeled_at=labeled_at.isoformat())
 
-    @bentoml.api(route="/status")
+    @bentoml.api(route=STATUS_ROUTE)
     def status(self) -> dict:
         """The model served and the health of the registry poll and the prediction log."""
         return {
@@ -328,3 +579,4 @@ class PredictionService:
 PredictionService.add_asgi_middleware(
     RequestGuard, max_bytes=_CONFIG.max_body_bytes, feedback_token=_CONFIG.feedback_token
 )
+PredictionService.add_asgi_middleware(OpenAPIDocument)

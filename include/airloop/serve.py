@@ -32,9 +32,10 @@ import re
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any, Iterable
+from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic.json_schema import SkipJsonSchema
 
 from airloop import registry
 from airloop.errors import (
@@ -80,24 +81,70 @@ def serving_spec(config: ServeConfig | None = None, settings: Settings | None = 
 
 
 # --- request and response schemas ---------------------------------------------------------
+# These models are the service's contract: BentoML validates requests with them and
+# airloop.bento_service builds the OpenAPI document (GET /docs.json) from their JSON schemas,
+# descriptions and examples.
 
 
-def _field_type(spec: "ModelSpec", name: str) -> tuple[Any, Any]:
-    """(annotation, Field) for a request field from the spec's column types and ranges."""
+def _bounds(spec: "ModelSpec", name: str) -> tuple[str | None, tuple[float, float] | None]:
+    """(type, range) of a request field: the spec's column type and validation range."""
     kind = spec.dataset.columns.get(name)
     bounds = spec.validation.ranges.get(name)
     if kind is None and name in _DERIVED_REQUEST_FIELDS:
         kind, bounds = _DERIVED_REQUEST_FIELDS[name]
+    return kind, bounds
+
+
+def _field_description(spec: "ModelSpec", name: str) -> str:
+    kind, bounds = _bounds(spec, name)
+    if name == spec.entity.join_key:
+        what = spec.entity.description.rstrip(".") if spec.entity.description else spec.entity.name
+        return (
+            f"{what}: the {spec.entity.name} key. Its online features are read through the Feast feature "
+            f"service {spec.features.service!r}; a key with none (unknown or stale) is still predicted, "
+            "with `features_missing: true`."
+        )
+    what = {"int": "an integer", "string": "a string"}.get(kind or "float", "a number")
+    limits = f" from {bounds[0]:g} to {bounds[1]:g}" if bounds else ""
+    source = " (the spec's validation range)" if name in spec.validation.ranges else ""
+    return f"Sent by the caller at request time: {what}{limits}{source}."
+
+
+def _field_type(spec: "ModelSpec", name: str) -> tuple[Any, Any]:
+    """(annotation, Field) for a request field from the spec's column types and ranges."""
+    kind, bounds = _bounds(spec, name)
+    description = _field_description(spec, name)
     if kind == "int":
         lo, hi = bounds if bounds else _INT64
-        return int, Field(..., ge=int(math.ceil(lo)), le=int(math.floor(hi)))
+        return int, Field(..., ge=int(math.ceil(lo)), le=int(math.floor(hi)), description=description)
     if kind == "string":
-        return str, Field(..., min_length=1, max_length=256)
+        return str, Field(..., min_length=1, max_length=256, description=description)
     if kind in ("float", None):
         if bounds:
-            return float, Field(..., ge=bounds[0], le=bounds[1], allow_inf_nan=False)
-        return float, Field(..., allow_inf_nan=False)
+            return float, Field(..., ge=bounds[0], le=bounds[1], allow_inf_nan=False, description=description)
+        return float, Field(..., allow_inf_nan=False, description=description)
     raise ModelNotServable(f"request field {name!r} has type {kind!r}, which cannot be sent in a request")
+
+
+def _example_value(spec: "ModelSpec", name: str, at: float) -> Any:
+    """A valid value for a request field: ``at`` (0..1) of the way through its range."""
+    kind, bounds = _bounds(spec, name)
+    if kind == "string":
+        return "example"
+    if kind == "int":
+        if not bounds:
+            return 1001 + round(at * 10)
+        lo, hi = math.ceil(bounds[0]), math.floor(bounds[1])
+        return int(min(hi, max(lo, round(lo + at * (hi - lo)))))
+    if not bounds:
+        return round(1.0 + at, 2)
+    return round(bounds[0] + at * (bounds[1] - bounds[0]), 2)
+
+
+def request_examples(spec: "ModelSpec") -> list[dict[str, Any]]:
+    """Valid prediction requests built from the spec: each field at 1/10 and 1/4 of its range."""
+    names = [spec.entity.join_key, *spec.features.request]
+    return [{name: _example_value(spec, name, at) for name in names} for at in (0.1, 0.25)]
 
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -115,46 +162,143 @@ def request_model(spec: "ModelSpec") -> type[BaseModel]:
     """
     names = [spec.entity.join_key, *spec.features.request]
     fields = {name: _field_type(spec, name) for name in names}
-    return create_model(f"{_camel(spec.name)}Request", __config__=_STRICT, **fields)
+    config = ConfigDict(_STRICT, json_schema_extra={"examples": request_examples(spec)})
+    doc = (
+        f"One {spec.name} prediction request: the {spec.entity.name} key and the fields sent at request "
+        "time. Strict: numbers must be JSON numbers (not strings), integer fields integers; unknown fields are refused."
+    )
+    return create_model(f"{_camel(spec.name)}Request", __config__=config, __doc__=doc, **fields)
 
 
 def batch_request_model(spec: "ModelSpec", max_rows: int) -> type[BaseModel]:
     """``{"rows": [<request>, ...]}`` with 1..``max_rows`` rows."""
     row = request_model(spec)
+    config = ConfigDict(_STRICT, json_schema_extra={"examples": [{"rows": request_examples(spec)}]})
     return create_model(
         f"{_camel(spec.name)}BatchRequest",
-        __config__=_STRICT,
-        rows=(list[row], Field(..., min_length=1, max_length=max_rows)),
+        __config__=config,
+        __doc__=f"1 to {max_rows} {spec.name} prediction requests, answered in row order by one model version.",
+        rows=(list[row], Field(..., min_length=1, max_length=max_rows, description="The prediction requests.")),
     )
 
 
 class Prediction(BaseModel):
     """One prediction: for classification the probability of the positive class (late)."""
 
-    prediction: float
-    model: str
-    model_version: str
-    request_id: str
-    features_missing: bool = False
-    missing_features: list[str] = Field(default_factory=list)
+    prediction: float = Field(
+        description="Classification: the probability that the target is 1. Regression: the predicted value."
+    )
+    model: str = Field(description="The registered model that answered.")
+    model_version: str = Field(description="Its registry version: the @champion when the request arrived.")
+    request_id: str = Field(description="This prediction's id in the prediction log; send it back with /feedback.")
+    features_missing: bool = Field(
+        False, description="True if some online features were missing (unknown or stale entity): a cold-start estimate."
+    )
+    missing_features: list[str] = Field(default_factory=list, description="The features that were missing.")
 
 
 class BatchPrediction(BaseModel):
-    predictions: list[Prediction]
+    predictions: list[Prediction] = Field(description="One prediction per request row, in row order.")
 
 
-class Feedback(BaseModel):
-    """The true label of an earlier prediction, by its request id."""
+def _label_is_a_number(value: Any) -> Any:
+    """A JSON number only: ``true`` and ``"1"`` are not labels (``Literal`` would take them)."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("the label must be the JSON number 0 or 1")
+    return value
 
-    model_config = ConfigDict(extra="forbid")
-    request_id: Annotated[str, Field(min_length=1, max_length=64, pattern=_REQUEST_ID.pattern)]
-    label: Annotated[float, Field(allow_inf_nan=False)]
+
+_REQUEST_ID_FIELD = Field(
+    min_length=1, max_length=64, pattern=_REQUEST_ID.pattern, description="The `request_id` of an earlier prediction."
+)
+
+
+def feedback_model(spec: "ModelSpec") -> type[BaseModel]:
+    """The /feedback body for the spec's task: a label of 0 or 1 for classification (1.0 is
+    taken, as JSON Schema takes it as an integer; ``true`` and ``"1"`` are not), any finite
+    number for regression."""
+    if spec.task == "classification":
+        label: Any = Annotated[
+            Literal[0, 1],
+            BeforeValidator(_label_is_a_number),
+            Field(description=f"The true value of {spec.target!r} for that prediction: 0 or 1."),
+        ]
+        example = 1
+    else:
+        label = Annotated[
+            float,
+            Field(strict=True, allow_inf_nan=False, description=f"The true value of {spec.target!r} for that prediction."),
+        ]
+        bounds = spec.validation.ranges.get(spec.target)
+        example = round((bounds[0] + bounds[1]) / 2, 2) if bounds else 1.0
+    config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"request_id": "9d973270bb794b7fb76e38bb201e4600", "label": example}]}
+    )
+    return create_model(
+        f"{_camel(spec.name)}Feedback",
+        __config__=config,
+        __doc__=f"The true label of an earlier {spec.name} prediction, by its request id.",
+        request_id=(str, _REQUEST_ID_FIELD),
+        label=(label, ...),
+    )
 
 
 class FeedbackAck(BaseModel):
-    request_id: str
-    label: float
-    labeled_at: str
+    request_id: str = Field(description="The prediction labeled.")
+    label: float = Field(description="The label stored.")
+    labeled_at: str = Field(description="When it was stored (ISO 8601, UTC).")
+
+
+class PredictionLogStatus(BaseModel):
+    store: str = Field(description="The prediction store's URL, password masked.")
+    pending: int = Field(description="Predictions queued, not yet written.")
+    written: int = Field(description="Predictions written since the service started.")
+    failures: int = Field(description="Failed writes since the service started.")
+    last_error: str | None = Field(description="The last write error, if any.")
+
+
+class ServiceStatus(BaseModel):
+    """What ``POST /status`` answers: the model served and the health of its moving parts."""
+
+    model: str = Field(description="The registered model served.")
+    model_version: str | None = Field(description="The version served (the @champion), none before one is loaded.")
+    run_id: str | None = Field(description="The MLflow run that trained it.")
+    loaded_at: str | None = Field(description="When that version was loaded (ISO 8601).")
+    last_check: str | None = Field(description="The last registry check (ISO 8601).")
+    last_error: str | None = Field(description="The last registry or loading error, if any.")
+    swaps: int = Field(description="Model versions loaded since the service started.")
+    poll_seconds: float = Field(description="How often the registry is checked for a new @champion.")
+    prediction_log: PredictionLogStatus
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    """An optional field that is left out rather than sent as null: no ``default: null`` in its schema."""
+    schema.pop("default", None)
+
+
+class ValidationIssue(BaseModel):
+    """One problem with a request body, as pydantic reports it."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(description="The kind of problem, e.g. `missing`, `less_than_equal`, `json_invalid`.")
+    loc: list[str | int] = Field(description="Where: field names and row indexes; empty for the whole body.")
+    msg: str = Field(description="What is wrong, for people.")
+    url: str | SkipJsonSchema[None] = Field(
+        None, description="pydantic's documentation of this kind of problem.", json_schema_extra=_no_default
+    )
+
+
+class Error(BaseModel):
+    """The body of every error answer (4xx and 5xx): ``{"error": "<message>"}``. A body that fails
+    validation (400 from BentoML) also carries ``detail``: the list of problems."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: str = Field(description="What went wrong, for people.")
+    detail: list[ValidationIssue] | SkipJsonSchema[None] = Field(
+        None,
+        description="400 on an invalid body only: each problem found (all of them, not just the first).",
+        json_schema_extra=_no_default,
+    )
 
 
 # --- the champion model -------------------------------------------------------------------
