@@ -320,9 +320,8 @@ def _operation(summary: str, description: str, tag: str, body: dict | None, answ
     return operation
 
 
-def _body(model: type) -> dict:
-    """A required JSON request body of this model, with the model's examples."""
-    examples = model.model_json_schema().get("examples", [])
+def _body(model: type, examples: list[dict]) -> dict:
+    """A required JSON request body of this model, with example values built from the spec."""
     return {
         "required": True,
         "content": {
@@ -396,20 +395,20 @@ def _document_without_version() -> dict:
             PREDICT_ROUTE: {"post": _operation(
                 "Predict one request",
                 f"One prediction of `{spec.name}` for one {spec.entity.name}: {answer}.",
-                "predictions", _body(PredictRequest), "Prediction", every, operationId="predict",
+                "predictions", _body(PredictRequest, serve.request_examples(spec)), "Prediction", every, operationId="predict",
             )},
             PREDICT_BATCH_ROUTE: {"post": _operation(
                 "Predict many requests",
                 f"1 to {config.max_batch_rows} rows (AIRLOOP_SERVE_MAX_BATCH_ROWS) in one call, answered in row "
                 "order, all by the same model version, each with its own `request_id`.",
-                "predictions", _body(BatchRequest), "BatchPrediction", every, operationId="predict_batch",
+                "predictions", _body(BatchRequest, [{"rows": serve.request_examples(spec)}]), "BatchPrediction", every, operationId="predict_batch",
             )},
             FEEDBACK_ROUTE: {"post": _operation(
                 "Attach the true label to a prediction",
                 "The label of an earlier prediction, by its `request_id`: "
                 + ("0 or 1." if spec.task == "classification" else "a finite number.")
                 + " Needs the feedback token (401 without it, 403 when the service has none).",
-                "feedback", _body(FeedbackRequest), "FeedbackAck",
+                "feedback", _body(FeedbackRequest, serve.feedback_examples(spec)), "FeedbackAck",
                 ["400", "401", "403", "404", "413", "415", "500", "503", "504"],
                 operationId="feedback", security=[{"feedbackToken": []}],
             )},

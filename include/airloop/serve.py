@@ -162,7 +162,9 @@ def request_model(spec: "ModelSpec") -> type[BaseModel]:
     """
     names = [spec.entity.join_key, *spec.features.request]
     fields = {name: _field_type(spec, name) for name in names}
-    config = ConfigDict(_STRICT, json_schema_extra={"examples": request_examples(spec)})
+    # Examples go into the served OpenAPI document (bento_service), not into the model's JSON
+    # schema: BentoML's build-time schema objects take no "examples" key.
+    config = _STRICT
     doc = (
         f"One {spec.name} prediction request: the {spec.entity.name} key and the fields sent at request "
         "time. Strict: numbers must be JSON numbers (not strings), integer fields integers; unknown fields are refused."
@@ -173,7 +175,7 @@ def request_model(spec: "ModelSpec") -> type[BaseModel]:
 def batch_request_model(spec: "ModelSpec", max_rows: int) -> type[BaseModel]:
     """``{"rows": [<request>, ...]}`` with 1..``max_rows`` rows."""
     row = request_model(spec)
-    config = ConfigDict(_STRICT, json_schema_extra={"examples": [{"rows": request_examples(spec)}]})
+    config = _STRICT
     return create_model(
         f"{_camel(spec.name)}BatchRequest",
         __config__=config,
@@ -213,6 +215,16 @@ _REQUEST_ID_FIELD = Field(
 )
 
 
+def feedback_examples(spec: "ModelSpec") -> list[dict[str, Any]]:
+    """A valid /feedback body for the spec's task (for the OpenAPI document)."""
+    if spec.task == "classification":
+        label: float = 1
+    else:
+        bounds = spec.validation.ranges.get(spec.target)
+        label = round((bounds[0] + bounds[1]) / 2, 2) if bounds else 1.0
+    return [{"request_id": "9d973270bb794b7fb76e38bb201e4600", "label": label}]
+
+
 def feedback_model(spec: "ModelSpec") -> type[BaseModel]:
     """The /feedback body for the spec's task: a label of 0 or 1 for classification (1.0 is
     taken, as JSON Schema takes it as an integer; ``true`` and ``"1"`` are not), any finite
@@ -223,17 +235,12 @@ def feedback_model(spec: "ModelSpec") -> type[BaseModel]:
             BeforeValidator(_label_is_a_number),
             Field(description=f"The true value of {spec.target!r} for that prediction: 0 or 1."),
         ]
-        example = 1
     else:
         label = Annotated[
             float,
             Field(strict=True, allow_inf_nan=False, description=f"The true value of {spec.target!r} for that prediction."),
         ]
-        bounds = spec.validation.ranges.get(spec.target)
-        example = round((bounds[0] + bounds[1]) / 2, 2) if bounds else 1.0
-    config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"request_id": "9d973270bb794b7fb76e38bb201e4600", "label": example}]}
-    )
+    config = ConfigDict(extra="forbid")
     return create_model(
         f"{_camel(spec.name)}Feedback",
         __config__=config,
