@@ -44,7 +44,6 @@ __all__ = [
     "metric_drop",
 ]
 
-UTC = dt.timezone.utc
 
 # Metrics Airloop computes (train.evaluate, monitor.quality) and which way is better.
 GREATER_IS_BETTER = frozenset({"roc_auc", "pr_auc", "accuracy", "r2", "positive_rate"})

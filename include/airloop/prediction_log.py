@@ -445,7 +445,7 @@ def read_predictions(
     """Logged predictions with ``since <= timestamp < until`` (UTC), oldest first.
 
     Columns: ``request_id``, ``timestamp`` (tz-aware UTC), ``model``, ``model_version``, the
-    entity under its join key (e.g. ``restaurant_id``, typed as in the spec) or ``entity``
+    entity under its join key (the spec's ``entity.join_key``, typed as in the spec) or ``entity``
     if the spec is unknown, ``prediction``, ``features_missing``, ``label`` (NaN until
     feedback), ``labeled_at``, then one column per model input used (``expand_features``;
     otherwise a ``features`` column of dicts). ``model`` is a spec or a spec name.
