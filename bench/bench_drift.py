@@ -11,8 +11,8 @@ for the predictions, and a current window of N rows drawn (seeded, with replacem
 drifted days (``datagen.Drift`` strength 0.6; ``--scenario clean`` for undrifted days), 5% of
 them labelled.
 
-Timed: ``monitor.assess`` (sampling + Evidently data and prediction drift + quality) and
-``monitor.write_reports`` (HTML + JSON), i.e. ``check_drift`` without the log read and MLflow.
+Timed: ``monitoring.assess`` (sampling + Evidently data and prediction drift + quality) and
+``monitoring.write_reports`` (HTML + JSON), i.e. ``check_drift`` without the log read and MLflow.
 Peak RSS is the process high-water mark reset just before the timed part (``/proc/self/clear_refs``),
 so it includes what the process already holds (imports, the N-row frame) plus the check's own
 peak. ``--full N`` also runs the unsampled check at N rows; the sampled decision is compared with
@@ -20,10 +20,10 @@ it, and ``--seeds K`` reruns the sampled check with K other seeds to compare eac
 with the unsampled one against the stated sampling-error bound.
 
 ``--log-read N`` measures the part not above: N predictions are written to a scratch SQLite
-log, then read back by ``monitor.read_window`` (what ``check_drift`` does: a COUNT, and above
+log, then read back by ``monitoring.read_window`` (what ``check_drift`` does: a COUNT, and above
 ``sample_size`` rows the request ids, a seeded sample of them fetched and parsed, and the
 labelled rows' label and prediction) and, for comparison, by ``prediction_log.read_predictions`` (every
-row parsed) + ``monitor.current_frame``.
+row parsed) + ``monitoring.current_frame``.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def build(spec, rows: int, scenario: str):
     import pandas as pd
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from airloop import datagen, monitor, train
+    from airloop import datagen, monitoring, train
 
     ref_last = FIRST_DAY + dt.timedelta(days=7 + REFERENCE_DAYS - 1)
     drift = datagen.Drift(ref_last + dt.timedelta(days=1), 0.6) if scenario == "drift" else None
@@ -131,9 +131,9 @@ def build(spec, rows: int, scenario: str):
     model = HistGradientBoostingClassifier(max_iter=60, learning_rate=0.1, random_state=0)
     model.fit(fit_on[features], fit_on["was_late"])
     holdout_pred = model.predict_proba(holdout[features])[:, 1]
-    size = monitor.reference_rows(spec)
+    size = monitoring.reference_rows(spec)
     training = fit_on[features].sample(n=min(size, len(fit_on)), random_state=1).reset_index(drop=True)
-    reference = monitor.Reference(
+    reference = monitoring.Reference(
         model=spec.name, version="bench", run_id="bench", features=features, training=training,
         predictions=pd.Series(holdout_pred, name="prediction"),
         holdout_metrics=train.evaluate(spec, model, holdout[features], holdout["was_late"]),
@@ -172,7 +172,7 @@ def measure(rows: int, mode: str, scenario: str, seeds: int) -> dict:
     import pandas as pd  # noqa: F401
     import sklearn  # noqa: F401
 
-    from airloop import monitor
+    from airloop import monitoring
     from airloop.settings import ensure_dirs, get_settings
     from airloop.spec import load_spec
 
@@ -182,19 +182,19 @@ def measure(rows: int, mode: str, scenario: str, seeds: int) -> dict:
     reference, current = build(spec, rows, scenario)
     sample_size = -1 if mode == "sampled" else None
     # Warm-up on a tiny frame: Evidently's first run pays lazy imports and registry set-up.
-    monitor.assess(spec, current.head(2000), reference, window_start=WINDOW_END - dt.timedelta(hours=24),
+    monitoring.assess(spec, current.head(2000), reference, window_start=WINDOW_END - dt.timedelta(hours=24),
                    window_end=WINDOW_END - dt.timedelta(hours=1))
     before = rss_mib()
     reset_peak()
     cpu = os.times()
     clock = time.perf_counter()
-    check, snapshots = monitor.assess(
+    check, snapshots = monitoring.assess(
         spec, current, reference, window_start=WINDOW_END - dt.timedelta(hours=24), window_end=WINDOW_END,
         sample_size=sample_size,
     )
     assessed = time.perf_counter() - clock
     assess_cpu = _cpu_since(cpu)
-    monitor.write_reports(spec, check, snapshots, settings)
+    monitoring.write_reports(spec, check, snapshots, settings)
     total = time.perf_counter() - clock
     total_cpu = _cpu_since(cpu)
     peak = peak_mib()
@@ -212,7 +212,7 @@ def measure(rows: int, mode: str, scenario: str, seeds: int) -> dict:
     if mode == "sampled" and seeds:
         runs = []
         for seed in range(1, seeds + 1):
-            result = monitor.run_drift(spec, current, reference, seed=seed)
+            result = monitoring.run_drift(spec, current, reference, seed=seed)
             runs.append({
                 "seed": seed, "seconds": round(result.seconds, 2),
                 "verdict": [result.dataset_drift, bool(result.prediction_drifted), sorted(result.drifted_columns)],
@@ -230,7 +230,7 @@ def measure_log_read(rows: int) -> dict:
     os.environ["AIRLOOP_HOME"] = str(home)
     import numpy as np
 
-    from airloop import monitor, prediction_log, serve
+    from airloop import monitoring, prediction_log, serve
     from airloop.settings import ensure_dirs, get_settings
     from airloop.spec import load_spec
 
@@ -255,13 +255,13 @@ def measure_log_read(rows: int) -> dict:
         ])
     plog.close(timeout=600)
     written = time.perf_counter() - clock
-    reference = monitor.Reference(spec.name, "1", "bench", names, None, None, {}, 0, 0)
+    reference = monitoring.Reference(spec.name, "1", "bench", names, None, None, {}, 0, 0)
     out = {"rows": rows, "write_s": round(written, 1)}
     # The check's reader first (sampled in the store), then one read_predictions of it all.
     before = rss_mib()
     reset_peak()
     clock = time.perf_counter()
-    sample, total, _, _ = monitor.read_window(spec, start, WINDOW_END, reference, settings)
+    sample, total, _, _ = monitoring.read_window(spec, start, WINDOW_END, reference, settings)
     out["read_window"] = {
         "seconds": round(time.perf_counter() - clock, 2), "rows": total, "kept": len(sample),
         "rss_before_mib": round(before), "peak_mib": round(peak_mib()), "delta_mib": round(peak_mib() - before),
@@ -272,7 +272,7 @@ def measure_log_read(rows: int) -> dict:
     clock = time.perf_counter()
     frame = prediction_log.read_predictions(start, WINDOW_END, model=spec, settings=settings)
     read = time.perf_counter() - clock
-    current, _ = monitor.current_frame(frame, reference, spec, settings)
+    current, _ = monitoring.current_frame(frame, reference, spec, settings)
     out["read_predictions"] = {
         "seconds": round(read, 2), "with_frame_s": round(time.perf_counter() - clock, 2), "rows": len(current),
         "rss_before_mib": round(before), "peak_mib": round(peak_mib()), "delta_mib": round(peak_mib() - before),

@@ -35,7 +35,7 @@ def build_monitor_dag(spec: ModelSpec):
     def monitor():
         @task
         def check_drift() -> dict:
-            from airloop.monitor import check_drift
+            from airloop.monitoring import check_drift
 
             params = get_current_context()["params"]
             window = window_length(params.get("window_minutes"))
@@ -46,7 +46,7 @@ def build_monitor_dag(spec: ModelSpec):
 
         @task
         def apply_retrain_policy(check: dict) -> dict:
-            from airloop.monitor import DriftCheck, decide_and_record
+            from airloop.monitoring import DriftCheck, decide_and_record
 
             ti = get_current_context()["ti"]
             active = ti.get_dr_count(dag_id=train_dag_id, states=["queued", "running"]) > 0

@@ -1,6 +1,6 @@
 """Airloop: the closed-loop ML library behind the Airloop DAGs.
 
-Stage modules (``ingest``, ``features``, ``train``, ``serve``, ``monitor``) hold plain
+Stage modules (``ingest``, ``features``, ``train``, ``serve``, ``monitoring``) hold plain
 functions that run without Airflow. Heavy libraries are imported inside those functions.
 """
 

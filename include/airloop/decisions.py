@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-# Metrics Airloop computes (train.evaluate, monitor.quality) and which way is better.
+# Metrics Airloop computes (train.evaluate, monitoring.quality) and which way is better.
 GREATER_IS_BETTER = frozenset({"roc_auc", "pr_auc", "accuracy", "r2", "positive_rate"})
 LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss", "brier"})
 
@@ -293,7 +293,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 class PolicyCheck(Protocol):
-    """What the retrain policy reads of a drift check (``monitor.DriftCheck`` has it all)."""
+    """What the retrain policy reads of a drift check (``monitoring.DriftCheck`` has it all)."""
 
     report_id: str
     status: str  # insufficient_data | ok | drift

@@ -203,7 +203,7 @@ def release_trigger_callback(
 
     def release_trigger(context: Mapping[str, Any]) -> None:
         """The retrain did not start: forget the recorded trigger so the next check may retry."""
-        from airloop.monitor import forget_trigger
+        from airloop.monitoring import forget_trigger
 
         decision = context["ti"].xcom_pull(task_ids=policy_task_id)
         if decision and forget_trigger(spec, decision["report_id"]):

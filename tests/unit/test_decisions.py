@@ -116,7 +116,7 @@ def verdict(spec: DriftSpec | None = None, **kw) -> DriftVerdict:
 
 
 def labelled(labelled_rows: int, value: float, champion: float, metric: str = "roc_auc", **promotion_kw) -> dict:
-    """The quality numbers as monitor.quality gives them (the drop in the metric's direction)."""
+    """The quality numbers as monitoring.quality gives them (the drop in the metric's direction)."""
     drop = metric_drop(promotion(metric=metric, **promotion_kw), metric, value, champion)
     return {"labelled_rows": labelled_rows, "metric": metric, "value": value, "champion_value": champion, "drop": drop}
 
@@ -246,7 +246,7 @@ def test_decisions_import_no_tool_and_not_the_monitor():
 
 @dataclass
 class Check:
-    """A drift check as the policy sees it (monitor.DriftCheck has these and more)."""
+    """A drift check as the policy sees it (monitoring.DriftCheck has these and more)."""
 
     report_id: str
     status: str
@@ -269,7 +269,7 @@ def day(i: int, status: str = DRIFT, **kw) -> Check:
 
 
 def history(*checks: Check, triggers: tuple = ()) -> History:
-    """What the policy file holds: ISO strings, as monitor records them."""
+    """What the policy file holds: ISO strings, as airloop.monitoring records them."""
     entries = [
         {"report_id": c.report_id, "status": c.status, "window_start": c.window_start.isoformat(),
          "window_end": c.window_end.isoformat(), "champion_version": c.champion_version}

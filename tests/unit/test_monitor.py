@@ -157,10 +157,10 @@ def world(tmp_path_factory, demo_spec):
 @pytest.fixture(scope="module")
 def checks(world):
     """The clean and the two drifted windows, checked once for the module."""
-    from airloop import monitor
+    from airloop import monitoring
 
     return {
-        name: monitor.check_drift(world.spec, now=end_of(day), settings=world.settings)
+        name: monitoring.check_drift(world.spec, now=end_of(day), settings=world.settings)
         for name, day in (("clean", CLEAN_DAY), ("drift1", DRIFT_DAYS[0]), ("drift2", DRIFT_DAYS[1]))
     }
 
@@ -174,17 +174,17 @@ def variant(spec, **drift):
     return spec.model_copy(update={"drift": spec.drift.model_copy(update=drift)})
 
 
-def test_importing_monitor_imports_no_heavy_library():
+def test_importing_monitoring_imports_no_heavy_library():
     import subprocess
     import sys
 
-    code = "import sys, airloop.monitor; print(sorted(m for m in ('pandas','evidently','mlflow','sklearn') if m in sys.modules))"
+    code = "import sys, airloop.monitoring; print(sorted(m for m in ('pandas','evidently','mlflow','sklearn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 
 def test_clean_traffic_is_ok_and_does_not_trigger(world, checks, tmp_path):
-    from airloop import monitor
+    from airloop import monitoring
 
     check = checks["clean"]
     assert check.status == OK, check.message
@@ -196,8 +196,8 @@ def test_clean_traffic_is_ok_and_does_not_trigger(world, checks, tmp_path):
     assert q["labelled_rows"] == LABELLED and q["metric"] == "roc_auc" and not q["degraded"]
     assert q["champion_value"] is not None and q["value"] > 0.6
     # What goes through XCom comes back the same (JSON-safe both ways).
-    assert monitor.DriftCheck.from_dict(json.loads(json.dumps(check.as_dict()))) == check
-    decision = monitor.decide_and_record(world.spec, check, training_active=False, settings=fresh_policy(world, tmp_path))
+    assert monitoring.DriftCheck.from_dict(json.loads(json.dumps(check.as_dict()))) == check
+    decision = monitoring.decide_and_record(world.spec, check, training_active=False, settings=fresh_policy(world, tmp_path))
     assert not decision.trigger and decision.reason.startswith("no drift"), decision.reason
 
 
@@ -230,18 +230,18 @@ def test_drifted_traffic_is_drift(world, checks):
 
 
 def test_hysteresis_first_drift_window_waits_the_second_triggers(world, checks, tmp_path):
-    from airloop import monitor
+    from airloop import monitoring
 
     settings = fresh_policy(world, tmp_path)
     assert world.spec.drift.consecutive_windows == 2
-    first = monitor.decide_and_record(world.spec, checks["drift1"], training_active=False, settings=settings)
+    first = monitoring.decide_and_record(world.spec, checks["drift1"], training_active=False, settings=settings)
     assert not first.trigger and first.streak == 1
     assert "drift in 1 consecutive window of the 2 required" in first.reason, first.reason
-    second = monitor.decide_and_record(world.spec, checks["drift2"], training_active=False, settings=settings)
+    second = monitoring.decide_and_record(world.spec, checks["drift2"], training_active=False, settings=settings)
     assert second.trigger and second.streak == 2, second.reason
     assert "drifted share" in second.reason or "prediction drift" in second.reason
     assert "drift in 2 consecutive windows" in second.reason
-    history = monitor.load_history(world.spec, settings)
+    history = monitoring.load_history(world.spec, settings)
     assert [t["report_id"] for t in history.triggers] == [checks["drift2"].report_id]
     assert [c["decision"]["trigger"] for c in history.checks] == [False, True]
     # A retry of the same window is not a new window, and the trigger used up the streak.
@@ -257,7 +257,7 @@ def _drift_at(check, start: dt.datetime, hours: int, name: str):
 
 
 def test_storm_of_drift_signals_gives_one_trigger_per_cooldown(world, checks, tmp_path):
-    from airloop import monitor
+    from airloop import monitoring
 
     settings = fresh_policy(world, tmp_path)
     spec = variant(world.spec, window_hours=1, consecutive_windows=2, cooldown_hours=24)
@@ -266,74 +266,74 @@ def test_storm_of_drift_signals_gives_one_trigger_per_cooldown(world, checks, tm
     random.Random(3).shuffle(storm)
     with ThreadPoolExecutor(max_workers=8) as pool:  # concurrent checks: the file lock serializes them
         decisions = list(pool.map(
-            lambda c: monitor.decide_and_record(spec, c, training_active=False, settings=settings), storm
+            lambda c: monitoring.decide_and_record(spec, c, training_active=False, settings=settings), storm
         ))
     assert sum(d.trigger for d in decisions) == 1, [d.reason for d in decisions]
-    history = monitor.load_history(spec, settings)
+    history = monitoring.load_history(spec, settings)
     assert len(history.checks) == 20 and len(history.triggers) == 1
     assert any(d.reason.startswith("cooldown until") for d in decisions)
     # After the cooldown, persistent drift triggers again, once. (Whether at hour 30 or 31 depends
     # on which storm check won the race: drift windows after the trigger count toward the streak.)
     later = [_drift_at(checks["drift2"], t0 + dt.timedelta(hours=h), 1, f"later-{h}") for h in (50, 51, 52)]
-    again = [monitor.decide_and_record(spec, c, training_active=False, settings=settings) for c in later]
+    again = [monitoring.decide_and_record(spec, c, training_active=False, settings=settings) for c in later]
     assert sum(d.trigger for d in again) == 1 and not again[2].trigger
-    assert len(monitor.load_history(spec, settings).triggers) == 2
+    assert len(monitoring.load_history(spec, settings).triggers) == 2
 
 
 def test_no_trigger_while_training_is_active(world, checks, tmp_path):
-    from airloop import monitor
+    from airloop import monitoring
 
     settings = fresh_policy(world, tmp_path)
     spec = variant(world.spec, consecutive_windows=1)
-    decision = monitor.decide_and_record(spec, checks["drift1"], training_active=True, settings=settings)
+    decision = monitoring.decide_and_record(spec, checks["drift1"], training_active=True, settings=settings)
     assert not decision.trigger and decision.training_active
     assert decision.reason.startswith("training already queued or running for late_delivery"), decision.reason
-    assert monitor.load_history(spec, settings).triggers == []
+    assert monitoring.load_history(spec, settings).triggers == []
     # Once it finished, the next drift window triggers.
-    assert monitor.decide_and_record(spec, checks["drift2"], training_active=False, settings=settings).trigger
+    assert monitoring.decide_and_record(spec, checks["drift2"], training_active=False, settings=settings).trigger
 
 
 def test_a_trigger_whose_retrain_did_not_start_is_forgotten(world, checks, tmp_path):
-    from airloop import monitor
+    from airloop import monitoring
 
     settings = fresh_policy(world, tmp_path)
     spec = variant(world.spec, consecutive_windows=1, cooldown_hours=24 * 30)
-    first = monitor.decide_and_record(spec, checks["drift1"], training_active=False, settings=settings)
+    first = monitoring.decide_and_record(spec, checks["drift1"], training_active=False, settings=settings)
     assert first.trigger
     # Within the cooldown nothing triggers, unless the monitor DAG's trigger task failed and
     # its failure callback forgot the trigger: then the next drift check may retry.
-    assert not monitor.decide_and_record(spec, checks["drift2"], training_active=False, settings=settings).trigger
-    assert monitor.forget_trigger(spec, checks["drift1"].report_id, settings=settings)
-    assert not monitor.forget_trigger(spec, checks["drift1"].report_id, settings=settings)
-    assert monitor.decide_and_record(spec, checks["drift2"], training_active=False, settings=settings).trigger
+    assert not monitoring.decide_and_record(spec, checks["drift2"], training_active=False, settings=settings).trigger
+    assert monitoring.forget_trigger(spec, checks["drift1"].report_id, settings=settings)
+    assert not monitoring.forget_trigger(spec, checks["drift1"].report_id, settings=settings)
+    assert monitoring.decide_and_record(spec, checks["drift2"], training_active=False, settings=settings).trigger
 
 
 def test_insufficient_data_is_explicit_and_raises_no_alarm(world, tmp_path):
-    from airloop import monitor
+    from airloop import monitoring
 
-    check = monitor.check_drift(world.spec, now=end_of(QUIET_DAY), settings=world.settings)
+    check = monitoring.check_drift(world.spec, now=end_of(QUIET_DAY), settings=world.settings)
     assert check.status == INSUFFICIENT_DATA and check.rows == QUIET_ROWS
     assert check.message.startswith("insufficient data: 100 logged predictions") and "no alarm" in check.message
     assert check.drifted_share is None and check.html_path is None and Path(check.json_path).exists()
-    decision = monitor.decide_and_record(world.spec, check, training_active=False, settings=fresh_policy(world, tmp_path))
+    decision = monitoring.decide_and_record(world.spec, check, training_active=False, settings=fresh_policy(world, tmp_path))
     assert not decision.trigger and decision.reason.startswith("insufficient data"), decision.reason
     # A shorter window (as a manual DAG run may ask), ending at an ISO string.
-    short = monitor.check_drift(world.spec, now=end_of(CLEAN_DAY).isoformat(), window=dt.timedelta(hours=2),
+    short = monitoring.check_drift(world.spec, now=end_of(CLEAN_DAY).isoformat(), window=dt.timedelta(hours=2),
                                 settings=world.settings, log_to_mlflow=False)
     assert short.status == INSUFFICIENT_DATA and 0 < short.rows < 500
     assert short.window_end - short.window_start == dt.timedelta(hours=2)
     # An empty window too (nothing logged at all).
     later = end_of(QUIET_DAY + dt.timedelta(days=5))
-    empty = monitor.check_drift(world.spec, now=later, settings=world.settings, log_to_mlflow=False)
+    empty = monitoring.check_drift(world.spec, now=later, settings=world.settings, log_to_mlflow=False)
     assert empty.status == INSUFFICIENT_DATA and empty.rows == 0
 
 
 def test_sampled_check_says_so_and_matches_the_full_run(world, checks):
-    from airloop import monitor
+    from airloop import monitoring
 
     spec = variant(world.spec, sample_size=1000)
     full = checks["drift1"]
-    sampled = monitor.check_drift(spec, now=end_of(DRIFT_DAYS[0]), settings=world.settings, log_to_mlflow=False)
+    sampled = monitoring.check_drift(spec, now=end_of(DRIFT_DAYS[0]), settings=world.settings, log_to_mlflow=False)
     assert sampled.sampled and sampled.rows == full.rows and sampled.rows_checked == 1000
     assert sampled.sample_seed is not None and "seeded sample of 1000" in sampled.message
     assert sampled.sampling_error["distance_km"] is not None and 0 < sampled.sampling_error["distance_km"] < 0.05
@@ -343,9 +343,9 @@ def test_sampled_check_says_so_and_matches_the_full_run(world, checks):
 
 
 def test_mlflow_has_the_time_series(world, checks):
-    from airloop import monitor
+    from airloop import monitoring
 
-    runs = monitor.monitoring_history(world.spec, world.settings)
+    runs = monitoring.monitoring_history(world.spec, world.settings)
     mine = runs[runs["tags.airloop.report_id"].isin([c.report_id for c in checks.values()])]
     assert len(mine) == 3
     assert list(mine["tags.airloop.report_id"]) == [checks[n].report_id for n in ("clean", "drift1", "drift2")]
@@ -363,41 +363,41 @@ def test_mlflow_has_the_time_series(world, checks):
 
 
 def test_large_windows_are_sampled_in_the_store(world):
-    from airloop import monitor
+    from airloop import monitoring
 
     spec = variant(world.spec, sample_size=1000)
-    reference = monitor.load_reference(spec, world.settings)
+    reference = monitoring.load_reference(spec, world.settings)
     start, end = midnight(DRIFT_DAYS[0]), end_of(DRIFT_DAYS[0])
-    whole, rows, labelled, _ = monitor.read_window(spec, start, end, reference, world.settings, sample_size=None)
+    whole, rows, labelled, _ = monitoring.read_window(spec, start, end, reference, world.settings, sample_size=None)
     assert labelled is None and rows == len(whole) == world.logged[DRIFT_DAYS[0]]
     assert set(whole.columns) == set(world.columns) | {"prediction", "label"}
     assert whole["label"].notna().sum() == LABELLED
-    part, rows, labelled, rescored = monitor.read_window(spec, start, end, reference, world.settings, seed=1)
+    part, rows, labelled, rescored = monitoring.read_window(spec, start, end, reference, world.settings, seed=1)
     assert rows == len(whole) and len(part) == 1000 and rescored == 0
-    again, *_ = monitor.read_window(spec, start, end, reference, world.settings, seed=1)
+    again, *_ = monitoring.read_window(spec, start, end, reference, world.settings, seed=1)
     assert again.equals(part)  # seeded
     assert len(labelled) == LABELLED and list(labelled.columns) == ["label", "prediction"]
-    check, _ = monitor.assess(spec, part, reference, window_start=start, window_end=end, rows=rows, labelled=labelled)
+    check, _ = monitoring.assess(spec, part, reference, window_start=start, window_end=end, rows=rows, labelled=labelled)
     assert check.sampled and check.rows == rows and check.rows_checked == 1000
     assert check.quality["labelled_rows"] == LABELLED and check.status == DRIFT
     assert check.quality["min_labels"] == spec.drift.min_labels
     assert check.quality["degraded"] == any(signal.startswith("roc_auc") for signal in check.signals)
     # Too few rows for a verdict: assess says so, as check_drift does, and runs nothing.
-    tiny, snapshots = monitor.assess(spec, whole.head(10), reference, window_start=start, window_end=end)
+    tiny, snapshots = monitoring.assess(spec, whole.head(10), reference, window_start=start, window_end=end)
     assert tiny.status == INSUFFICIENT_DATA and snapshots == {} and tiny.drifted_share is None
     assert tiny.message.startswith("insufficient data: 10 logged predictions in 2026-09-23 00:00 .. 2026-09-24 00:00 UTC")
 
 
 def test_rows_served_by_another_version_are_predicted_with_the_champion(world):
-    from airloop import monitor
+    from airloop import monitoring
 
-    reference = monitor.load_reference(world.spec, world.settings)
+    reference = monitoring.load_reference(world.spec, world.settings)
     frame = prediction_log.read_predictions(midnight(CLEAN_DAY), end_of(CLEAN_DAY), model=world.spec, settings=world.settings)
     served = frame["prediction"].copy()
     older = frame.index % 2 == 0
     frame.loc[older, "model_version"] = "0"
     frame.loc[older, "prediction"] = 0.5
-    current, rescored = monitor.current_frame(frame, reference, world.spec, world.settings)
+    current, rescored = monitoring.current_frame(frame, reference, world.spec, world.settings)
     assert rescored == older.sum()
     assert (current["prediction"] - served).abs().max() < 1e-9
     # Their labels do not score the champion.
@@ -405,8 +405,8 @@ def test_rows_served_by_another_version_are_predicted_with_the_champion(world):
 
 
 def test_predictions_without_a_champion_are_a_clear_error(world, tmp_path):
-    from airloop import monitor
+    from airloop import monitoring
 
     empty_registry = dataclasses.replace(world.settings, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with pytest.raises(monitor.MonitorError, match="no @champion model"):
-        monitor.check_drift(world.spec, now=end_of(CLEAN_DAY), settings=empty_registry)
+    with pytest.raises(monitoring.MonitorError, match="no @champion model"):
+        monitoring.check_drift(world.spec, now=end_of(CLEAN_DAY), settings=empty_registry)

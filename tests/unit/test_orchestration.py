@@ -224,7 +224,7 @@ def test_failure_alert_records_an_alert(settings, demo_spec):
 @pytest.mark.parametrize("forgotten", [True, False])
 def test_release_trigger_forgets_the_recorded_trigger(monkeypatch, demo_spec, capsys, forgotten):
     calls = []
-    monkeypatch.setattr("airloop.monitor.forget_trigger", lambda spec, rid: calls.append((spec, rid)) or forgotten)
+    monkeypatch.setattr("airloop.monitoring.forget_trigger", lambda spec, rid: calls.append((spec, rid)) or forgotten)
     callback = orch.release_trigger_callback(demo_spec)
     callback({"ti": _TI({"trigger": True, "reason": "drift", "report_id": "rep-42"})})
     assert calls == [(demo_spec, "rep-42")]
@@ -233,7 +233,7 @@ def test_release_trigger_forgets_the_recorded_trigger(monkeypatch, demo_spec, ca
 
 def test_release_trigger_without_a_decision_does_nothing(monkeypatch, demo_spec):
     calls = []
-    monkeypatch.setattr("airloop.monitor.forget_trigger", lambda spec, rid: calls.append(rid) or True)
+    monkeypatch.setattr("airloop.monitoring.forget_trigger", lambda spec, rid: calls.append(rid) or True)
     orch.release_trigger_callback(demo_spec)({"ti": _TI(None)})
     assert calls == []
 
@@ -242,7 +242,7 @@ def test_retrain_failure_callbacks_alert_then_release(monkeypatch, settings, dem
     from airloop.notifiers import AlertLogNotifier, read_alerts
 
     calls = []
-    monkeypatch.setattr("airloop.monitor.forget_trigger", lambda spec, rid: calls.append(rid) or True)
+    monkeypatch.setattr("airloop.monitoring.forget_trigger", lambda spec, rid: calls.append(rid) or True)
     alert, release = orch.retrain_failure_callbacks(demo_spec)
     assert isinstance(alert, AlertLogNotifier) and alert.title == "late_delivery: retrain not triggered"
     context = {"ti": _TI({"trigger": True, "reason": "drift", "report_id": "rep-7"}), "exception": None}
