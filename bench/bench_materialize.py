@@ -94,7 +94,7 @@ def run_feast(days: int, write_batch_size: int, stock: bool = False) -> dict:
         result = features.materialize(end, settings, write_batch_size=write_batch_size)
     seconds = time.perf_counter() - started
     if stock:
-        rows, chunks = len(latest_per_entity(features.restaurant_stats_dir(settings))), 1
+        rows, chunks = len(latest_per_entity((settings.offline_dir / "restaurant_stats"))), 1
     else:
         rows, chunks = result.rows, sum(1 for c in result.chunks if c.rows)
     return {"seconds": seconds, "rows": rows, "chunks": chunks, "rss_before": before, "peak": peak_rss_bytes()}
@@ -196,11 +196,10 @@ def child(args) -> None:
     import pandas  # noqa: F401  (import costs stay out of the measurements)
     import pyarrow.dataset  # noqa: F401
 
-    from airloop.features import restaurant_stats_dir
     from airloop.settings import get_settings
 
     settings = get_settings()
-    stats_dir, batch = restaurant_stats_dir(settings), args.write_batch_size
+    stats_dir, batch = settings.offline_dir / "restaurant_stats", args.write_batch_size
     if args.path in ("feast", "feast-stock"):
         out = run_feast(args.days, batch, stock=args.path == "feast-stock")
     elif args.store == "sqlite":

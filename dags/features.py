@@ -1,8 +1,8 @@
 """Feature DAGs: one per model spec, scheduled on its validated-data Asset.
 
-Derives the windowed restaurant statistics from the offline source, applies the Feast repo
-when its definitions changed (and only then), materializes offline to online incrementally
-in bounded chunks, and emits the features-fresh Asset.
+Runs the model's own feature job (its spec's ``features.transform``) on the validated data,
+applies every model's Feast definitions when they changed (and only then), materializes the
+model's own views offline to online in bounded chunks, and emits the features-fresh Asset.
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ def build_features_dag(spec: ModelSpec):
     )
     def features():
         @task
-        def compute_statistics() -> dict:
-            from airloop.features import compute_restaurant_stats
+        def derive_sources() -> dict:
+            from airloop.features import derive
 
-            result = compute_restaurant_stats()
-            print(f"days written {len(result.written)}, unchanged {result.unchanged}, rows {result.rows}")
-            return {"days_written": [d.isoformat() for d in result.written], "rows": result.rows}
+            result = derive(spec)
+            since = result.changed_since.isoformat() if result.changed_since else None
+            print(f"rows written {result.rows}, changed since {since}: {result.detail}")
+            return {"changed_since": since, "rows": result.rows, **result.detail}
 
         @task
         def apply_definitions() -> bool:
@@ -42,16 +43,17 @@ def build_features_dag(spec: ModelSpec):
             return apply()
 
         @task(outlets=[fresh])
-        def materialize(stats: dict, applied: bool) -> dict:
+        def materialize(derived: dict, applied: bool) -> dict:
             from datetime import datetime, timezone
 
-            from airloop.features import materialize_changed, stats_days
+            from airloop.daily_windows import Derived
+            from airloop.features import refresh_online
 
-            # New or changed definitions: the online store needs every day again.
-            days = stats_days() if applied else stats["days_written"]
-            result = materialize_changed(days, datetime.now(timezone.utc))
+            since = derived["changed_since"]
+            changed = Derived(changed_since=since and datetime.fromisoformat(since))
+            result = refresh_online(spec, changed, datetime.now(timezone.utc), applied=applied)
             if result is None:
-                summary = {"rows": 0, "chunks": 0, "note": "no statistics changed"}
+                summary = {"rows": 0, "chunks": 0, "note": "no source rows changed"}
             else:
                 summary = {
                     "end": result.end.isoformat(),
@@ -63,10 +65,10 @@ def build_features_dag(spec: ModelSpec):
             get_current_context()["outlet_events"][fresh].extra = summary
             return summary
 
-        stats = compute_statistics()
+        derived = derive_sources()
         applied = apply_definitions()
-        stats >> applied
-        materialize(stats, applied)
+        derived >> applied
+        materialize(derived, applied)
 
     return features()
 

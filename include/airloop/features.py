@@ -1,32 +1,33 @@
-"""Feature stage: per-restaurant daily statistics, the Feast store, training sets and serving.
+"""Feature stage: each model's feature job, the Feast store, training sets and serving.
 
-The offline source is parquet under ``settings.offline_dir``: validated orders
-(``orders/orders_YYYY-MM-DD.parquet``, written by the ingest stage) and the statistics derived
-here (``restaurant_stats/restaurant_stats_YYYY-MM-DD.parquet``). The Feast definitions live in
-``feature_repo/``; the store configuration comes from the settings (see :func:`get_store`).
+A model's features belong to the model (see its spec's ``features:``): its Feast declarations
+live in its own directory (``features.definitions``), and its own job (``features.transform``)
+writes its views' sources from its validated dataset under ``settings.offline_dir``. This
+module runs those jobs, applies every model's declarations to the one Feast registry, keeps
+the online store fresh and builds point-in-time training sets and serving rows through each
+model's FeatureService. It names no dataset, entity, column or feature of any model.
 
-Statistics for day D summarize orders placed in [D, D+1) and are stamped D+1 00:00 UTC, so a
-point-in-time join never gives an order statistics that include its own day.
-
-Heavy libraries (feast, pandas, pyarrow) are imported inside the functions: DAG files import
-this module at parse time.
+The store configuration comes from the settings (see :func:`get_store`). Heavy libraries
+(feast, pandas, pyarrow) are imported inside the functions: DAG files import this module at
+parse time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
+import importlib
 import logging
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from airloop.fileio import as_utc, atomic_path
-from airloop.settings import Settings, environ, get_settings
+from airloop.daily_windows import Derived
+from airloop.fileio import as_utc
+from airloop.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,155 +38,52 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ORDERS_DATASET = "orders"
-STATS_DATASET = "restaurant_stats"
-STATS_WINDOW_DAYS = 7
 DEFAULT_WRITE_BATCH_SIZE = 10_000
 DEFAULT_MAX_ROWS_PER_CHUNK = 5_000_000
-_STATS_INPUTS_KEY = b"airloop.inputs"
 _ROW_ID = "__airloop_row"
 _DIGEST_TAG = "airloop.definitions_sha256"
-# Request fields that are derived from the order itself rather than sent as columns.
-_DERIVED_REQUEST_FIELDS = {"order_hour": lambda orders, ts: orders[ts].dt.hour.astype("int64")}
 
 
-# --- offline statistics ---------------------------------------------------------------
+# --- the model's own feature job --------------------------------------------------------
 
 
-def orders_dir(settings: Settings) -> Path:
-    return settings.offline_dir / ORDERS_DATASET
+def load_transform(spec: "ModelSpec") -> Callable[..., Derived] | None:
+    """The function named by the spec's ``features.transform`` (None if it names none).
 
-
-def restaurant_stats_dir(settings: Settings) -> Path:
-    """The FileSource of the ``restaurant_stats`` feature view (a directory of parquet files)."""
-    return settings.offline_dir / STATS_DATASET
-
-
-@dataclass(frozen=True)
-class StatsResult:
-    written: list[dt.date]
-    unchanged: int
-    removed: list[dt.date]
-    rows: int
-    seconds: float
-
-
-def compute_restaurant_stats(settings: Settings | None = None, *, force: bool = False) -> StatsResult:
-    """Derive per-restaurant daily statistics from the orders offline source.
-
-    One file per orders day D with one row per restaurant that had orders in the 7 days
-    D-6..D. A day is recomputed only when its window's input files changed (name, size,
-    mtime recorded in the output), so a new day costs one day and a late or corrected
-    batch recomputes the 7 days that see it. Days missing from the orders source count as
-    days without orders; statistics of days whose orders file is gone are removed.
+    The dotted path is imported with the spec's directory first on ``sys.path``, and must
+    resolve to a module under that directory (not an installed module of the same name).
     """
-    started = time.perf_counter()
-    s = settings or get_settings()
-    orders = _dated_files(orders_dir(s), ORDERS_DATASET)
-    out_dir = restaurant_stats_dir(s)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from airloop.spec import SpecError
 
-    removed = []
-    for day, path in _dated_files(out_dir, STATS_DATASET).items():
-        if day not in orders:
-            path.unlink()
-            removed.append(day)
-
-    daily: dict[dt.date, Any] = {}  # per-restaurant sums of one orders day, read once per call
-    written, unchanged, rows = [], 0, 0
-    for day in sorted(orders):
-        window = [day - dt.timedelta(days=i) for i in range(STATS_WINDOW_DAYS)]
-        inputs = {d: orders[d] for d in window if d in orders}
-        fingerprint = _fingerprint(inputs.values())
-        target = out_dir / f"{STATS_DATASET}_{day:%Y-%m-%d}.parquet"
-        if not force and _stored_fingerprint(target) == fingerprint:
-            unchanged += 1
-            continue
-        for d, path in inputs.items():
-            if d not in daily:
-                daily[d] = _daily_sums(path, d)
-        stats = _window_stats(day, {d: daily[d] for d in inputs})
-        _write_parquet(stats, target, {_STATS_INPUTS_KEY: fingerprint.encode()})
-        written.append(day)
-        rows += len(stats)
-    return StatsResult(written, unchanged, removed, rows, time.perf_counter() - started)
-
-
-def _dated_files(directory: Path, dataset: str) -> dict[dt.date, Path]:
-    files = {}
-    for path in sorted(directory.glob(f"{dataset}_*.parquet")):
-        try:
-            files[dt.date.fromisoformat(path.stem.removeprefix(f"{dataset}_"))] = path
-        except ValueError:
-            log.warning("ignoring %s: not named %s_YYYY-MM-DD.parquet", path, dataset)
-    return files
-
-
-def _fingerprint(paths) -> str:
-    return json.dumps(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths))
-
-
-def _stored_fingerprint(path: Path) -> str | None:
-    import pyarrow.parquet as pq
-
-    if not path.exists():
+    dotted = spec.features.transform
+    if dotted is None:
         return None
-    metadata = pq.read_schema(path).metadata or {}
-    value = metadata.get(_STATS_INPUTS_KEY)
-    return value.decode() if value else None
+    module_name, _, function = dotted.rpartition(".")
+    home = spec.home.resolve()
+    sys.path.insert(0, str(home))
+    try:
+        module = importlib.import_module(module_name)
+    finally:
+        sys.path.remove(str(home))
+    origin = Path(getattr(module, "__file__", "") or "").resolve()
+    if not origin.is_relative_to(home):
+        raise SpecError(f"{spec.name}: features.transform {dotted!r} resolves to {origin}, outside {home}")
+    job = getattr(module, function, None)
+    if not callable(job):
+        raise SpecError(f"{spec.name}: features.transform {dotted!r}: {module_name} has no function {function!r}")
+    return job
 
 
-def _daily_sums(path: Path, day: dt.date) -> "pd.DataFrame":
-    import pandas as pd
-
-    columns = ["restaurant_id", "event_timestamp", "prep_minutes", "was_late", "distance_km", "items"]
-    orders = pd.read_parquet(path, columns=columns)
-    start = pd.Timestamp(day, tz="UTC")
-    ts = pd.to_datetime(orders["event_timestamp"], utc=True)
-    outside = ~ts.between(start, start + pd.Timedelta(days=1), inclusive="left")
-    if outside.any():
-        # Stamping this day's statistics at its end would leak these rows into earlier orders.
-        raise ValueError(f"{path}: {int(outside.sum())} orders are not placed on {day}")
-    return orders.groupby("restaurant_id").agg(
-        orders=("restaurant_id", "size"),
-        prep_sum=("prep_minutes", "sum"),
-        prep_count=("prep_minutes", "count"),
-        late_sum=("was_late", "sum"),
-        distance_sum=("distance_km", "sum"),
-        items_sum=("items", "sum"),
-    )
-
-
-def _window_stats(day: dt.date, daily: dict[dt.date, "pd.DataFrame"]) -> "pd.DataFrame":
-    import pandas as pd
-
-    week = pd.concat(daily.values()).groupby(level=0).sum()
-    today = daily.get(day)
-    orders_1d = today["orders"] if today is not None else pd.Series(dtype="int64")
-    # prep_minutes is optional: average over the orders that report it.
-    prep_count = week["prep_count"].where(week["prep_count"] > 0)
-    return pd.DataFrame(
-        {
-            "restaurant_id": week.index.astype("int64"),
-            "event_timestamp": pd.Timestamp(day + dt.timedelta(days=1), tz="UTC"),
-            "orders_1d": orders_1d.reindex(week.index, fill_value=0).astype("int64").to_numpy(),
-            "orders_7d": week["orders"].astype("int64").to_numpy(),
-            "avg_prep_minutes_7d": (week["prep_sum"] / prep_count).astype("float64").to_numpy(),
-            "late_rate_7d": (week["late_sum"] / week["orders"]).astype("float64").to_numpy(),
-            "avg_distance_km_7d": (week["distance_sum"] / week["orders"]).astype("float64").to_numpy(),
-            "avg_items_7d": (week["items_sum"] / week["orders"]).astype("float64").to_numpy(),
-        }
-    )
-
-
-def _write_parquet(frame: "pd.DataFrame", path: Path, metadata: dict[bytes, bytes]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    with atomic_path(path) as tmp:  # Feast never sees half a file
-        pq.write_table(table, tmp)
+def derive(spec: "ModelSpec", settings: Settings | None = None, *, force: bool = False) -> Derived:
+    """Run the model's feature job; without one, its views read the dataset as it is."""
+    s = settings or get_settings()
+    job = load_transform(spec)
+    if job is None:
+        return Derived(changed_since=None)
+    result = job(spec, s, force=force)
+    if not isinstance(result, Derived):
+        raise TypeError(f"{spec.features.transform} returned {type(result).__name__}, not airloop.daily_windows.Derived")
+    return result
 
 
 # --- the store --------------------------------------------------------------------------
@@ -266,34 +164,74 @@ def get_store(settings: Settings | None = None, *, write_batch_size: int | None 
     return FeatureStore(repo_path=str(s.feature_repo), config=config)
 
 
-def load_definitions(settings: Settings | None = None, *, project: str | None = None) -> "RepoContents":
-    """Import the feature repo's modules afresh and collect its objects, as ``feast apply`` does.
+def load_definitions(
+    settings: Settings | None = None, *, project: str | None = None, specs: "list[ModelSpec] | None" = None
+) -> "RepoContents":
+    """Every model's Feast declarations, collected as ``feast apply`` collects a repo.
 
-    The modules read the settings at import time (the FileSource path), so modules cached
-    by an earlier call are dropped first and again afterwards. Not thread-safe: the working
-    directory and environment change while the modules import.
+    Each model's directory (``spec.definitions_dir``) is parsed on its own, its modules
+    imported afresh and dropped again (models may reuse module names such as
+    ``entities.py``). A relative ``FileSource`` path is a directory under the offline store.
+    Two models declaring different objects of one kind under one name is an error; identical
+    declarations (a shared entity) are kept once. Not thread-safe: the working directory and
+    ``sys.path`` change while the modules import.
     """
     from feast import Project
-    from feast.repo_operations import parse_repo
+    from feast.repo_contents import RepoContents
+
+    from airloop.spec import SpecError, load_specs
 
     s = settings or get_settings()
-    repo_dir = s.feature_repo
-    _forget_modules_under(repo_dir)
+    specs = load_specs(s.models_dir) if specs is None else specs
+    merged: dict[str, dict[str, Any]] = {}
+    owners: dict[tuple[str, str], str] = {}
+    for spec in specs:
+        contents = _parse_definitions(spec.definitions_dir)
+        _resolve_file_sources(contents, s.offline_dir)
+        for kind, objects in contents._asdict().items():
+            if kind == "projects":
+                continue
+            for obj in objects:
+                known = merged.setdefault(kind, {}).get(obj.name)
+                if known is not None and _stable_proto(known.to_proto()) != _stable_proto(obj.to_proto()):
+                    raise SpecError(
+                        f"{kind} {obj.name!r} is declared differently by models "
+                        f"{owners[kind, obj.name]!r} and {spec.name!r}: rename one"
+                    )
+                merged[kind].setdefault(obj.name, obj)
+                owners.setdefault((kind, obj.name), spec.name)
+    fields = {kind: list(merged.get(kind, {}).values()) for kind in RepoContents._fields if kind != "projects"}
+    return RepoContents(projects=[Project(name=project or repo_config(s).project)], **fields)
+
+
+def _parse_definitions(directory: Path) -> "RepoContents":
+    from feast.repo_operations import parse_repo
+
+    directory = directory.resolve()
+    _forget_modules_under(directory)
     saved_path, saved_bytecode = list(sys.path), sys.dont_write_bytecode
-    sys.path.insert(0, str(repo_dir))
-    sys.dont_write_bytecode = True  # no __pycache__ in the feature repo
+    sys.path.insert(0, str(directory))
+    sys.dont_write_bytecode = True  # no __pycache__ next to the declarations
     try:
-        # The modules call get_settings(): let them see these settings. parse_repo names
-        # modules by their path relative to the working directory.
-        with environ(s.as_env()), contextlib.chdir(repo_dir):
-            contents = parse_repo(repo_dir)
+        # parse_repo names modules by their path relative to the working directory.
+        with contextlib.chdir(directory):
+            return parse_repo(directory)
     finally:
         sys.path[:] = saved_path
         sys.dont_write_bytecode = saved_bytecode
-        _forget_modules_under(repo_dir)
-    if not contents.projects:
-        contents.projects.append(Project(name=project or repo_config(s).project))
-    return contents
+        _forget_modules_under(directory)
+
+
+def _resolve_file_sources(contents: "RepoContents", offline_dir: Path) -> None:
+    """Make relative FileSource paths absolute under ``offline_dir`` (URLs stay as they are)."""
+    from feast import FileSource
+
+    sources = [*contents.data_sources]
+    for view in [*contents.feature_views, *contents.stream_feature_views]:
+        sources.append(view.batch_source)
+    for source in sources:
+        if isinstance(source, FileSource) and "://" not in source.path and not Path(source.path).is_absolute():
+            source.file_options.uri = str(offline_dir / source.path)
 
 
 def _forget_modules_under(directory: Path) -> None:
@@ -482,30 +420,56 @@ def materialize(
     return MaterializeResult(end=end, chunks=chunks, seconds=time.perf_counter() - started)
 
 
-def stats_stamp(day: dt.date) -> dt.datetime:
-    """When the statistics of ``day`` become visible: the end of that day (UTC)."""
-    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+def stored_views(spec: "ModelSpec", store: "FeatureStore") -> list[str]:
+    """The names of the model's feature views that the online store holds (not on-demand)."""
+    online = {fv.name for fv in store.list_feature_views() if fv.online}
+    return [p.name for p in feature_service(spec, store).feature_view_projections if p.name in online]
 
 
-def stats_days(settings: Settings | None = None) -> list[dt.date]:
-    """The days that have statistics in the offline source, oldest first."""
-    return sorted(_dated_files(restaurant_stats_dir(settings or get_settings()), STATS_DATASET))
+def refresh_online(
+    spec: "ModelSpec",
+    derived: Derived,
+    end: dt.datetime,
+    settings: Settings | None = None,
+    *,
+    applied: bool = False,
+    **kwargs: Any,
+) -> MaterializeResult | None:
+    """Materialize the model's own views after its feature job ran.
 
-
-def materialize_changed(
-    days: "list[dt.date] | list[str]", end: dt.datetime, settings: Settings | None = None, **kwargs
-) -> "MaterializeResult | None":
-    """Materialize the statistics of (re)computed ``days``: from the earliest one up to ``end``.
-
-    Statistics of past days land after their event time (a day's batch arrives the next
-    morning; a corrected batch later still), so materializing only from the last run's end
-    would skip them. Starting at the earliest changed day's stamp writes exactly what changed.
-    Returns None when no day changed.
+    New definitions (``applied``) load each view's whole source; otherwise what the job
+    rewrote, from ``derived.changed_since`` (rows of past days land after their event time, so
+    continuing from the last run's end would skip them); a model without a job continues
+    incrementally. Returns None when there is nothing to load.
     """
-    if not days:
+    s = settings or get_settings()
+    store = kwargs.pop("store", None) or get_store(s, write_batch_size=kwargs.get("write_batch_size"))
+    views = stored_views(spec, store)
+    if not views:
         return None
-    first = min(d if isinstance(d, dt.date) else dt.date.fromisoformat(d) for d in days)
-    return materialize(end, settings, start=stats_stamp(first), **kwargs)
+    if applied:
+        # Not local or empty: from the last materialized end, or one TTL back.
+        known = [t for name in views if (t := _earliest_source_row(store.get_feature_view(name)))]
+        start = min(known) if known else None
+    elif derived.changed_since is not None:
+        start = derived.changed_since
+    elif spec.features.transform is not None:
+        return None
+    else:
+        start = None
+    return materialize(end, s, start=start, feature_views=views, store=store, **kwargs)
+
+
+def _earliest_source_row(fv) -> dt.datetime | None:
+    """The earliest event time in a local parquet source (None: none, or not local)."""
+    import pyarrow.compute as pc
+
+    dataset = _source_dataset(fv)
+    if dataset is None or not dataset.files:
+        return None
+    column = dataset.to_table(columns=[fv.batch_source.timestamp_field]).column(0)
+    earliest = pc.min(column).as_py()
+    return None if earliest is None else as_utc(earliest)
 
 
 @contextlib.contextmanager
@@ -662,17 +626,29 @@ def _feature_names(service: "FeatureService") -> list[str]:
     return [f.name for projection in service.feature_view_projections for f in projection.features]
 
 
-def entity_df_from_orders(spec: "ModelSpec", orders: "pd.DataFrame") -> "pd.DataFrame":
-    """Entity rows for :func:`build_training_set` from order rows: key, time, request fields, label."""
+# Accessors of pandas' ``.dt`` for each timestamp part a spec can derive a request field from.
+_TIME_PARTS = {"hour": "hour", "day_of_week": "dayofweek", "day_of_month": "day", "month": "month", "minute": "minute"}
+
+
+def entity_df_from_events(spec: "ModelSpec", events: "pd.DataFrame") -> "pd.DataFrame":
+    """Entity rows for :func:`build_training_set` from dataset rows: key, time, request fields, label.
+
+    Request fields the spec derives (``features.derived``) are computed from the event row,
+    in UTC; the others are the dataset's columns.
+    """
     import pandas as pd
 
     ts = spec.dataset.timestamp
-    frame = pd.DataFrame({spec.entity.join_key: orders[spec.entity.join_key].to_numpy()}, index=orders.index)
-    frame["event_timestamp"] = pd.to_datetime(orders[ts], utc=True)
+    frame = pd.DataFrame({spec.entity.join_key: events[spec.entity.join_key].to_numpy()}, index=events.index)
+    frame[ts] = pd.to_datetime(events[ts], utc=True)
     for name in spec.features.request:
-        derive = _DERIVED_REQUEST_FIELDS.get(name)
-        frame[name] = derive(orders, ts) if name not in orders and derive else orders[name]
-    frame[spec.target] = orders[spec.target]
+        derived = spec.features.derived.get(name)
+        if derived is None:
+            frame[name] = events[name]
+        else:
+            stamps = pd.to_datetime(events[derived.of], utc=True)
+            frame[name] = getattr(stamps.dt, _TIME_PARTS[derived.part]).astype("int64")
+    frame[spec.target] = events[spec.target]
     return frame.reset_index(drop=True)
 
 
@@ -685,8 +661,8 @@ def build_training_set(
 ) -> "pd.DataFrame":
     """Point-in-time correct features for each entity row, through the model's FeatureService.
 
-    ``entity_df`` needs the join key, ``event_timestamp``, the spec's request fields and
-    (for training) the label; rows must be unique on (join key, event_timestamp). A feature
+    ``entity_df`` needs the join key, the spec's timestamp column, its request fields and
+    (for training) the label; rows must be unique on (join key, timestamp). A feature
     value is joined only if stamped at or before the row's time and within the view's TTL.
     Returns one row per input row, in input order: the input columns, then the service's
     features (null where no value qualifies).
@@ -698,16 +674,16 @@ def build_training_set(
     """
     import pandas as pd
 
-    key = spec.entity.join_key
-    required = [key, "event_timestamp", *spec.features.request]
+    key, ts = spec.entity.join_key, spec.dataset.timestamp
+    required = [key, ts, *spec.features.request]
     missing = [c for c in required if c not in entity_df.columns]
     if missing:
         raise ValueError(f"entity_df is missing columns: {', '.join(missing)}")
     frame = entity_df.reset_index(drop=True).copy()
-    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
-    if frame.duplicated([key, "event_timestamp"]).any():
+    frame[ts] = pd.to_datetime(frame[ts], utc=True)
+    if frame.duplicated([key, ts]).any():
         # The file offline store would silently merge such rows (feast-dev/feast#6787).
-        raise ValueError(f"entity_df rows must be unique on ({key}, event_timestamp)")
+        raise ValueError(f"entity_df rows must be unique on ({key}, {ts})")
     frame[_ROW_ID] = range(len(frame))
 
     store = store or get_store(settings)
@@ -716,7 +692,7 @@ def build_training_set(
     matched = pd.Series(True, index=frame.index)
     for projection in service.feature_view_projections:
         if projection.name not in on_demand:
-            matched &= _has_value_in_window(store.get_feature_view(projection.name), frame)
+            matched &= _has_value_in_window(store.get_feature_view(projection.name), frame, ts)
 
     parts = []
     if matched.any():
@@ -729,7 +705,7 @@ def build_training_set(
     return joined[columns].reset_index(drop=True)
 
 
-def _has_value_in_window(view, frame: "pd.DataFrame") -> "pd.Series":
+def _has_value_in_window(view, frame: "pd.DataFrame", event_time: str) -> "pd.Series":
     """Whether each entity row has a row of ``view`` stamped in [time - ttl, time]."""
     import pandas as pd
     import pyarrow as pa
@@ -743,17 +719,17 @@ def _has_value_in_window(view, frame: "pd.DataFrame") -> "pd.Series":
     keys = [c.name for c in view.entity_columns]
     ts = view.batch_source.timestamp_field
     unit = pa.timestamp("us", tz="UTC")
-    window = pc.field(ts) <= pa.scalar(frame["event_timestamp"].max().to_pydatetime(), unit)
+    window = pc.field(ts) <= pa.scalar(frame[event_time].max().to_pydatetime(), unit)
     if view.ttl:
-        lowest = frame["event_timestamp"].min() - view.ttl
+        lowest = frame[event_time].min() - view.ttl
         window &= pc.field(ts) >= pa.scalar(lowest.to_pydatetime(), unit)
     stamped = dataset.to_table(columns=[*keys, ts], filter=window).to_pandas()
     stamped = stamped.rename(columns={ts: "__stamped"}).astype({"__stamped": "datetime64[ns, UTC]"})
-    rows = frame[[*keys, "event_timestamp", _ROW_ID]].sort_values("event_timestamp")
+    rows = frame[[*keys, event_time, _ROW_ID]].sort_values(event_time)
     found = pd.merge_asof(
         rows,
         stamped.sort_values("__stamped"),
-        left_on="event_timestamp",
+        left_on=event_time,
         right_on="__stamped",
         by=keys,
         tolerance=view.ttl or None,

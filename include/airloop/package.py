@@ -40,7 +40,7 @@ SERVICE = "airloop_bento:PredictionService"
 BENTO_TAG = "airloop.bento_tag"
 BENTO_MODEL_TAG = "airloop.bento_model_tag"
 # Sources copied into the Bento, relative to the repository root.
-SOURCES = ("include/airloop/*.py", "include/models/*.yaml", "feature_repo/*.py", "feature_repo/feature_store.yaml")
+SOURCES = ("include/airloop/**/*.py", "include/models/*.yaml", "include/models/**/*.py", "feature_repo/feature_store.yaml")
 # What the service imports at run time (BentoML adds itself), pinned to requirements.lock.
 RUNTIME_PACKAGES = (
     "mlflow", "feast[redis,postgres]", "scikit-learn", "skops", "pandas", "numpy",

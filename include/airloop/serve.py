@@ -57,10 +57,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# Request fields that are not dataset columns: their type and allowed range.
-_DERIVED_REQUEST_FIELDS: dict[str, tuple[str, tuple[float, float] | None]] = {
-    "order_hour": ("int", (0, 23)),
-}
 _INT64 = (-(2**63), 2**63 - 1)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -88,11 +84,12 @@ def serving_spec(config: ServeConfig | None = None, settings: Settings | None = 
 
 def _bounds(spec: "ModelSpec", name: str) -> tuple[str | None, tuple[float, float] | None]:
     """(type, range) of a request field: the spec's column type and validation range."""
-    kind = spec.dataset.columns.get(name)
-    bounds = spec.validation.ranges.get(name)
-    if kind is None and name in _DERIVED_REQUEST_FIELDS:
-        kind, bounds = _DERIVED_REQUEST_FIELDS[name]
-    return kind, bounds
+    from airloop.spec import TIME_PART_RANGES
+
+    derived = spec.features.derived.get(name)
+    if derived is not None:  # a part of a timestamp: an integer in that part's range
+        return "int", TIME_PART_RANGES[derived.part]
+    return spec.dataset.columns.get(name), spec.validation.ranges.get(name)
 
 
 def _field_description(spec: "ModelSpec", name: str) -> str:

@@ -54,9 +54,44 @@ class ValidationSpec(_Strict):
     window: Literal["1d"] = "1d"
 
 
+TimePart = Literal["hour", "day_of_week", "day_of_month", "month", "minute"]
+# The values each part of a timestamp can take: the derived request field's range.
+TIME_PART_RANGES: dict[str, tuple[int, int]] = {
+    "hour": (0, 23),
+    "day_of_week": (0, 6),  # Monday is 0
+    "day_of_month": (1, 31),
+    "month": (1, 12),
+    "minute": (0, 59),
+}
+
+
+class DerivedField(_Strict):
+    """A request field computed from the event row for training: a part of a timestamp column."""
+
+    part: TimePart
+    of: str
+
+
 class FeaturesSpec(_Strict):
     service: str
+    # Fields the caller sends at request time: dataset columns, or fields derived below.
     request: list[str] = Field(default_factory=list)
+    # How training computes request fields that are not dataset columns (callers send them).
+    derived: dict[str, DerivedField] = Field(default_factory=dict)
+    # The model's Feast declarations (entities, sources, views, service), relative to the spec
+    # file; default: the directory ``<model name>/feature_repo`` next to it.
+    definitions: str | None = None
+    # The model's own job that writes its views' sources from the validated dataset: a dotted
+    # path to a function ``(spec, settings, *, force) -> airloop.features.Derived``, imported
+    # with the models directory on the path. None: the views read the dataset as it is.
+    transform: str | None = None
+
+    @field_validator("transform")
+    @classmethod
+    def _dotted(cls, value: str | None) -> str | None:
+        if value is not None and "." not in value:
+            raise ValueError("features.transform must be a dotted path module.function, e.g. my_model.jobs.daily_stats")
+        return value
 
 
 class EstimatorSpec(_Strict):
@@ -159,10 +194,37 @@ class ModelSpec(_Strict):
         named = [self.target, self.entity.join_key, *self.validation.required]
         named += [c for group in self.validation.unique for c in group]
         named += list(self.validation.ranges) + list(self.validation.categories)
+        named += [d.of for d in self.features.derived.values()]
         unknown = sorted({c for c in named if c not in cols})
         if unknown:
             raise ValueError(f"columns not declared in dataset.columns: {', '.join(unknown)}")
+        for name, derived in self.features.derived.items():
+            if cols[derived.of] != "timestamp":
+                raise ValueError(f"features.derived.{name}: {derived.of!r} is not a timestamp column")
+            if name in cols:
+                raise ValueError(f"features.derived.{name}: already a dataset column")
+            if name not in self.features.request:
+                raise ValueError(f"features.derived.{name}: not listed in features.request")
+        undeclared = [f for f in self.features.request if f not in cols and f not in self.features.derived]
+        if undeclared:
+            raise ValueError(
+                f"features.request: {', '.join(undeclared)} neither a dataset column nor in features.derived"
+            )
         return self
+
+    @property
+    def definitions_dir(self) -> Path:
+        """The directory of the model's Feast declarations."""
+        return self.home / (self.features.definitions or f"{self.name}/feature_repo")
+
+    @property
+    def home(self) -> Path:
+        """The directory the spec file is in: its relative paths and dotted paths start here."""
+        if self.source_file is not None:
+            return self.source_file.parent
+        from airloop.settings import get_settings
+
+        return get_settings().models_dir
 
     @property
     def registered_model_name(self) -> str:
@@ -189,7 +251,34 @@ def load_spec(path: str | Path) -> ModelSpec:
         raise SpecError(f"{path}: invalid model spec: {problems}") from exc
     if spec.name != path.stem:
         raise SpecError(f"{path}: spec name {spec.name!r} must match the file name {path.stem!r}")
-    return spec.model_copy(update={"source_file": path})
+    spec = spec.model_copy(update={"source_file": path})
+    if not spec.definitions_dir.is_dir():
+        raise SpecError(f"{path}: features.definitions: no directory {spec.definitions_dir}")
+    if spec.features.transform is not None:
+        problem = _transform_problem(spec.home, spec.features.transform)
+        if problem:
+            raise SpecError(f"{path}: features.transform: {problem}")
+    return spec
+
+
+def _transform_problem(home: Path, dotted: str) -> str | None:
+    """Why ``dotted`` does not name a top-level function of a module under ``home`` (None: it does).
+
+    Checked on the source text, so loading a spec (at DAG parse time) imports nothing.
+    """
+    import ast
+
+    module, _, function = dotted.rpartition(".")
+    source = home.joinpath(*module.split(".")).with_suffix(".py")
+    if not source.is_file():
+        return f"{dotted!r}: no module file {source}"
+    try:
+        tree = ast.parse(source.read_text(), filename=str(source))
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"{dotted!r}: cannot read {source}: {exc}"
+    if not any(isinstance(node, ast.FunctionDef) and node.name == function for node in tree.body):
+        return f"{dotted!r}: {source} defines no top-level function {function!r}"
+    return None
 
 
 def load_specs(models_dir: str | Path | None = None) -> list[ModelSpec]:

@@ -305,7 +305,8 @@ def _data_digest(versions) -> str:
     return hashlib.md5(lines.encode()).hexdigest()
 
 
-def read_orders(spec: "ModelSpec", offline_dir: Path, batches: list[str]) -> "pd.DataFrame":
+def read_events(spec: "ModelSpec", offline_dir: Path, batches: list[str]) -> "pd.DataFrame":
+    """The validated rows of ``batches`` from the offline store, in batch order."""
     import pandas as pd
 
     paths = [offline_dir / spec.dataset.name / f"{Path(b).stem}.parquet" for b in batches]
@@ -315,11 +316,11 @@ def read_orders(spec: "ModelSpec", offline_dir: Path, batches: list[str]) -> "pd
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
 
 
-def build_dataset(spec: "ModelSpec", orders: "pd.DataFrame", settings: Settings) -> "pd.DataFrame":
-    """Point-in-time-correct training set from order rows, through the spec's FeatureService."""
+def build_dataset(spec: "ModelSpec", events: "pd.DataFrame", settings: Settings) -> "pd.DataFrame":
+    """Point-in-time-correct training set from dataset rows, through the spec's FeatureService."""
     from airloop import features
 
-    entity_df = features.entity_df_from_orders(spec, orders)
+    entity_df = features.entity_df_from_events(spec, events)
     return features.build_training_set(spec, entity_df, settings=settings)
 
 
@@ -344,9 +345,9 @@ def train_model(
     versions = _batches_in_window(versions, start, end)
     if not versions:
         raise ValueError(f"{spec.name}: no validated batches in the data window {start} .. {end}")
-    orders = read_orders(spec, s.offline_dir, [v.batch for v in versions])
-    frame = build_dataset(spec, orders, s)
-    train, holdout = time_split(frame, "event_timestamp", spec.split.holdout_days, spec.split.warmup_days)
+    events = read_events(spec, s.offline_dir, [v.batch for v in versions])
+    frame = build_dataset(spec, events, s)
+    train, holdout = time_split(frame, spec.dataset.timestamp, spec.split.holdout_days, spec.split.warmup_days)
     columns = feature_columns(spec, frame)
     model = fit(spec, train, columns)
     metrics = evaluate(spec, model, holdout[columns], holdout[spec.target])
@@ -415,15 +416,15 @@ def reproduce(spec: "ModelSpec", version: str, *, settings: Settings | None = No
             if failures:
                 raise ValueError(f"{batch['batch']} at {rev} no longer reads cleanly: {failures}")
             frame.to_parquet(out / f"{Path(batch['batch']).stem}.parquet", index=False)
-        features.compute_restaurant_stats(scratch_settings)
+        features.derive(spec, scratch_settings)
         features.apply(scratch_settings)
-        orders = read_orders(spec, scratch_settings.offline_dir, [b["batch"] for b in batches])
-        frame = build_dataset(spec, orders, scratch_settings)
+        events = read_events(spec, scratch_settings.offline_dir, [b["batch"] for b in batches])
+        frame = build_dataset(spec, events, scratch_settings)
     update = {"estimator": spec.estimator.model_validate(recorded)}
     if "split_spec" in run.data.params:
         update["split"] = spec.split.model_validate(json.loads(run.data.params["split_spec"]))
     respec = spec.model_copy(update=update)
-    train, holdout = time_split(frame, "event_timestamp", respec.split.holdout_days, respec.split.warmup_days)
+    train, holdout = time_split(frame, respec.dataset.timestamp, respec.split.holdout_days, respec.split.warmup_days)
     columns = feature_columns(respec, frame)
     model = fit(respec, train, columns)
     metrics = evaluate(respec, model, holdout[columns], holdout[respec.target])

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from airloop import features
+from airloop.daily_windows import Derived, end_of_day
 from airloop.settings import Settings, ensure_dirs, environ, get_settings
 
 UTC = dt.timezone.utc
@@ -105,7 +106,7 @@ def make_settings(home, **env: str) -> Settings:
 def write_history(settings: Settings, seed: int = 3) -> None:
     """Statistics for DAYS days: entities repeat across days, some appear once, some values NaN."""
     rng = np.random.default_rng(seed)
-    out = features.restaurant_stats_dir(settings)
+    out = (settings.offline_dir / "restaurant_stats")
     out.mkdir(parents=True, exist_ok=True)
     for i in range(DAYS):
         day = DAY0 + dt.timedelta(days=i)
@@ -197,10 +198,10 @@ def test_bulk_write_stores_what_feast_stores_on_redis(tmp_path, redis_client, pg
     # A corrected batch keeps its event time: Feast's Redis write would skip it as not newer;
     # the bulk write stores it, and reads through Feast see the correction.
     last = DAY0 + dt.timedelta(days=DAYS - 1)
-    path = features.restaurant_stats_dir(bulk) / f"restaurant_stats_{last:%Y-%m-%d}.parquet"
+    path = (bulk.offline_dir / "restaurant_stats") / f"restaurant_stats_{last:%Y-%m-%d}.parquet"
     corrected = pd.read_parquet(path).assign(orders_7d=lambda f: f["orders_7d"] + 1000)
     corrected.to_parquet(path, index=False)
-    features.materialize_changed([last], end_of_history(), bulk)
+    features.refresh_online(demo_spec, Derived(changed_since=end_of_day(last)), end_of_history(), bulk)
     served = features.get_online_features(
         demo_spec, [{"restaurant_id": 1, "distance_km": 2.0, "items": 2, "order_hour": 12}], settings=bulk
     )
@@ -227,7 +228,7 @@ def test_latest_rows_folds_batches_into_one_row_per_entity(tmp_path):
     dataset = features._source_dataset(view)
     lower = dt.datetime.combine(DAY0, dt.time(), tzinfo=UTC)  # exclusive: the first day's stamp is later
     upper = end_of_history() - dt.timedelta(days=1)  # inclusive: leaves out the last day
-    frames = [pd.read_parquet(p) for p in sorted(features.restaurant_stats_dir(settings).glob("*.parquet"))]
+    frames = [pd.read_parquet(p) for p in sorted((settings.offline_dir / "restaurant_stats").glob("*.parquet"))]
     source = pd.concat(frames)
     stamps = source["event_timestamp"]
     expected = (

@@ -14,8 +14,10 @@ import pytest
 
 from airloop import datagen, features
 from airloop.settings import Settings, ensure_dirs, get_settings
+from airloop.spec import load_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_SPEC = load_spec(REPO_ROOT / "include" / "models" / "late_delivery.yaml")
 DAY0 = dt.date(2024, 3, 1)
 HISTORY_DAYS = 31
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -37,18 +39,18 @@ def midnight(day: dt.date) -> dt.datetime:
 
 def write_orders(settings: Settings, days: list[dt.date], seed: int = 7) -> None:
     """What the ingest stage writes: one typed parquet per batch day."""
-    out = features.orders_dir(settings)
+    out = (settings.offline_dir / "orders")
     out.mkdir(parents=True, exist_ok=True)
     for day in days:
         datagen.generate_orders(day, seed=seed).to_parquet(out / f"orders_{day:%Y-%m-%d}.parquet")
 
 
 def read_orders(settings: Settings) -> pd.DataFrame:
-    return pd.concat(pd.read_parquet(p) for p in sorted(features.orders_dir(settings).glob("*.parquet")))
+    return pd.concat(pd.read_parquet(p) for p in sorted((settings.offline_dir / "orders").glob("*.parquet")))
 
 
 def stats_file(settings: Settings, day: dt.date) -> Path:
-    return features.restaurant_stats_dir(settings) / f"restaurant_stats_{day:%Y-%m-%d}.parquet"
+    return (settings.offline_dir / "restaurant_stats") / f"restaurant_stats_{day:%Y-%m-%d}.parquet"
 
 
 def request_row(restaurant_id: int, hour: int = 12) -> dict:
@@ -60,7 +62,7 @@ def history(tmp_path_factory) -> Settings:
     """31 days of orders and their statistics, applied to an embedded (SQLite) store."""
     settings = make_settings(tmp_path_factory.mktemp("history") / "airloop")
     write_orders(settings, [DAY0 + dt.timedelta(days=i) for i in range(HISTORY_DAYS)])
-    result = features.compute_restaurant_stats(settings)
+    result = features.derive(DEMO_SPEC, settings)
     assert len(result.written) == HISTORY_DAYS
     assert features.apply(settings) is True
     return settings
@@ -113,7 +115,7 @@ def test_store_config_embedded_default(history):
     assert config.materialization_config.pull_latest_features is True
     assert config.materialization_config.online_write_batch_size == 10_000
     source = features.get_store(history).get_feature_view("restaurant_stats").batch_source
-    assert source.path == str(features.restaurant_stats_dir(history))
+    assert source.path == str((history.offline_dir / "restaurant_stats"))
 
 
 def test_store_config_from_service_settings(tmp_path):
@@ -163,19 +165,19 @@ def test_restaurant_stats_recompute_only_what_changed(tmp_path):
     settings = make_settings(tmp_path)
     days = [DAY0 + dt.timedelta(days=i) for i in range(12)]
     write_orders(settings, days[:10])
-    assert len(features.compute_restaurant_stats(settings).written) == 10
+    assert len(features.derive(DEMO_SPEC, settings).written) == 10
 
-    again = features.compute_restaurant_stats(settings)
+    again = features.derive(DEMO_SPEC, settings)
     assert (again.written, again.unchanged) == ([], 10)
 
     write_orders(settings, days[10:])  # two new days
-    assert features.compute_restaurant_stats(settings).written == days[10:]
+    assert features.derive(DEMO_SPEC, settings).written == days[10:]
 
     write_orders(settings, [days[3]], seed=99)  # a corrected batch: its 7-day windows change
-    assert features.compute_restaurant_stats(settings).written == days[3:10]
+    assert features.derive(DEMO_SPEC, settings).written == days[3:10]
 
-    features.orders_dir(settings).joinpath(f"orders_{days[11]:%Y-%m-%d}.parquet").unlink()
-    result = features.compute_restaurant_stats(settings)
+    (settings.offline_dir / "orders").joinpath(f"orders_{days[11]:%Y-%m-%d}.parquet").unlink()
+    result = features.derive(DEMO_SPEC, settings)
     assert result.removed == [days[11]] and not stats_file(settings, days[11]).exists()
 
 
@@ -183,10 +185,10 @@ def test_restaurant_stats_reject_orders_outside_their_day(tmp_path):
     settings = make_settings(tmp_path)
     orders = datagen.generate_orders(DAY0)
     orders.loc[0, "event_timestamp"] = pd.Timestamp(DAY0 + dt.timedelta(days=1), tz="UTC")
-    features.orders_dir(settings).mkdir(parents=True)
-    orders.to_parquet(features.orders_dir(settings) / f"orders_{DAY0:%Y-%m-%d}.parquet")
-    with pytest.raises(ValueError, match="not placed on 2024-03-01"):
-        features.compute_restaurant_stats(settings)
+    (settings.offline_dir / "orders").mkdir(parents=True)
+    orders.to_parquet((settings.offline_dir / "orders") / f"orders_{DAY0:%Y-%m-%d}.parquet")
+    with pytest.raises(ValueError, match="not stamped on 2024-03-01"):
+        features.derive(DEMO_SPEC, settings)
 
 
 # --- apply --------------------------------------------------------------------------------
@@ -209,7 +211,7 @@ def test_apply_only_when_definitions_change(tmp_path):
 def write_stats(settings: Settings, rows: list[dict]) -> None:
     frame = pd.DataFrame(rows)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
-    out = features.restaurant_stats_dir(settings)
+    out = (settings.offline_dir / "restaurant_stats")
     out.mkdir(parents=True, exist_ok=True)
     for stamp, group in frame.groupby("event_timestamp"):
         day = (stamp - pd.Timedelta(days=1)).date()
@@ -270,8 +272,8 @@ def test_training_set_is_point_in_time_correct(tmp_path, demo_spec):
 
 def test_training_rows_never_see_statistics_of_their_own_day(history, demo_spec):
     day = DAY0 + dt.timedelta(days=12)
-    orders = pd.read_parquet(features.orders_dir(history) / f"orders_{day:%Y-%m-%d}.parquet")
-    entity_df = features.entity_df_from_orders(demo_spec, orders)
+    orders = pd.read_parquet((history.offline_dir / "orders") / f"orders_{day:%Y-%m-%d}.parquet")
+    entity_df = features.entity_df_from_events(demo_spec, orders)
     frame = features.build_training_set(demo_spec, entity_df, settings=history)
     assert len(frame) == len(orders)
     assert (frame["order_hour"] == orders["event_timestamp"].dt.hour.to_numpy()).all()
@@ -373,9 +375,103 @@ def test_redis_and_sql_registry(services, demo_spec):
     assert features.apply(services) is False
 
     day = DAY0 + dt.timedelta(days=20)
-    orders = pd.read_parquet(features.orders_dir(services) / f"orders_{day:%Y-%m-%d}.parquet").head(200)
-    entity_df = features.entity_df_from_orders(demo_spec, orders)
+    orders = pd.read_parquet((services.offline_dir / "orders") / f"orders_{day:%Y-%m-%d}.parquet").head(200)
+    entity_df = features.entity_df_from_events(demo_spec, orders)
     frame = features.build_training_set(demo_spec, entity_df, settings=services)
     previous = pd.read_parquet(stats_file(services, day - dt.timedelta(days=1))).set_index("restaurant_id")
     expected = previous["orders_7d"].reindex(frame["restaurant_id"]).to_numpy()
     assert (frame["orders_7d"].to_numpy() == expected).all()
+
+
+# --- definitions belong to their model ------------------------------------------------------
+
+OTHER_MODEL_VIEW = '''
+from datetime import timedelta
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Float64, Int64
+
+courier = Entity(name="courier", join_keys=["courier_id"], value_type=ValueType.INT64)
+{view} = FeatureView(
+    name="{view}",
+    entities=[courier],
+    ttl=timedelta(days=1),
+    schema=[Field(name="courier_id", dtype=Int64), Field(name="speed", dtype=Float64)],
+    source=FileSource(name="{view}_source", path="{view}", timestamp_field="event_timestamp"),
+)
+courier_eta_v1 = FeatureService(name="courier_eta_v1", features=[{view}])
+'''
+
+
+def two_models(tmp_path: Path, view: str) -> Settings:
+    """The demo model plus a second one whose definitions declare ``view``."""
+    import shutil
+
+    import yaml
+
+    models = tmp_path / "models"
+    shutil.copytree(DEMO_SPEC.home / "late_delivery", models / "late_delivery")
+    shutil.copy(DEMO_SPEC.source_file, models)
+    raw = yaml.safe_load(DEMO_SPEC.source_file.read_text())
+    raw["name"] = "courier_eta"
+    raw["features"] = {"service": "courier_eta_v1"}
+    (models / "courier_eta" / "feature_repo").mkdir(parents=True)
+    (models / "courier_eta" / "feature_repo" / "definitions.py").write_text(OTHER_MODEL_VIEW.format(view=view))
+    (models / "courier_eta.yaml").write_text(yaml.safe_dump(raw))
+    return make_settings(tmp_path / "airloop", AIRLOOP_MODELS_DIR=str(models))
+
+
+def test_each_model_brings_its_own_definitions(tmp_path):
+    settings = two_models(tmp_path, "courier_stats")
+    contents = features.load_definitions(settings)
+    assert {s.name for s in contents.feature_services} == {"late_delivery_v1", "courier_eta_v1"}
+    assert {e.name for e in contents.entities} - {"__dummy"} == {"restaurant", "courier"}
+    # Relative FileSource paths are directories of the offline store.
+    paths = {v.name: v.batch_source.path for v in contents.feature_views}
+    assert paths == {
+        "restaurant_stats": str(settings.offline_dir / "restaurant_stats"),
+        "courier_stats": str(settings.offline_dir / "courier_stats"),
+    }
+    assert features.apply(settings) is True
+    store = features.get_store(settings)
+    assert {fs.name for fs in store.list_feature_services()} == {"late_delivery_v1", "courier_eta_v1"}
+
+
+def test_two_models_declaring_one_name_differently_is_an_error(tmp_path):
+    from airloop.spec import SpecError
+
+    settings = two_models(tmp_path, "restaurant_stats")
+    with pytest.raises(SpecError, match=r"'restaurant_stats(_source)?' is declared differently by models 'courier_eta' and 'late_delivery'"):
+        features.load_definitions(settings)
+
+
+def test_a_feature_job_shadowed_by_an_installed_module_is_refused(tmp_path):
+    """``features.transform`` runs the model's own file, never a module of the same name elsewhere."""
+    import shutil
+
+    import yaml
+
+    from airloop.spec import SpecError
+
+    shutil.copytree(DEMO_SPEC.home / "late_delivery", tmp_path / "late_delivery")
+    (tmp_path / "json.py").write_text("def dumps(spec, settings, *, force=False):\n    raise AssertionError\n")
+    raw = yaml.safe_load(DEMO_SPEC.source_file.read_text())
+    raw["features"]["transform"] = "json.dumps"
+    (tmp_path / "late_delivery.yaml").write_text(yaml.safe_dump(raw))
+    spec = load_spec(tmp_path / "late_delivery.yaml")
+    with pytest.raises(SpecError, match="features.transform 'json.dumps' resolves to .*, outside"):
+        features.load_transform(spec)
+
+
+def test_a_feature_job_must_say_what_it_changed(tmp_path):
+    import shutil
+
+    import yaml
+
+    shutil.copytree(DEMO_SPEC.home / "late_delivery", tmp_path / "late_delivery")
+    (tmp_path / "late_delivery" / "silent_job.py").write_text("def run(spec, settings, *, force=False):\n    return 3\n")
+    raw = yaml.safe_load(DEMO_SPEC.source_file.read_text())
+    raw["features"]["transform"] = "late_delivery.silent_job.run"
+    (tmp_path / "late_delivery.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(TypeError, match="late_delivery.silent_job.run returned int, not airloop.daily_windows.Derived"):
+        features.derive(load_spec(tmp_path / "late_delivery.yaml"), make_settings(tmp_path / "airloop"))

@@ -284,18 +284,18 @@ def prepare_demo(home: Path, spec) -> Demo:
     settings = ensure_dirs(get_settings())
     assert settings.home == home
     today = dt.datetime.now(dt.timezone.utc).date()
-    out = features.orders_dir(settings)
+    out = (settings.offline_dir / "orders")
     out.mkdir(parents=True, exist_ok=True)
     for i in range(DAYS, 0, -1):
         day = today - dt.timedelta(days=i)
         datagen.generate_orders(day, orders_per_day=ORDERS_PER_DAY).to_parquet(out / f"orders_{day:%Y-%m-%d}.parquet")
-    features.compute_restaurant_stats(settings)
+    features.derive(spec, settings)
     features.apply(settings)
     features.materialize(dt.datetime.now(dt.timezone.utc), settings)
 
     orders = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("*.parquet")))
-    training = features.build_training_set(spec, features.entity_df_from_orders(spec, orders), settings=settings)
-    fit_on, holdout = train.time_split(training, "event_timestamp", spec.split.holdout_days)
+    training = features.build_training_set(spec, features.entity_df_from_events(spec, orders), settings=settings)
+    fit_on, holdout = train.time_split(training, spec.dataset.timestamp, spec.split.holdout_days)
     columns = train.feature_columns(spec, training)
     versions = []
     for params in (None, {"max_iter": 25, "learning_rate": 0.2}):

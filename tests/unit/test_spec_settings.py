@@ -1,3 +1,5 @@
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,10 +46,49 @@ def test_spec_name_must_match_file(tmp_path):
 
 def test_adding_a_spec_file_adds_a_model(tmp_path):
     raw = yaml.safe_load(DEMO.read_text())
+    shutil.copytree(DEMO.parent / "late_delivery", tmp_path / "late_delivery")
     _write(tmp_path, "late_delivery", raw)
     raw["name"] = "late_delivery_lite"
+    raw["features"]["definitions"] = "late_delivery/feature_repo"
     _write(tmp_path, "late_delivery_lite", raw)
-    assert [s.name for s in load_specs(tmp_path)] == ["late_delivery", "late_delivery_lite"]
+    specs = load_specs(tmp_path)
+    assert [s.name for s in specs] == ["late_delivery", "late_delivery_lite"]
+    assert {s.definitions_dir for s in specs} == {tmp_path / "late_delivery" / "feature_repo"}
+
+
+def _spec_problem(tmp_path: Path, edit) -> str:
+    """The error loading the demo spec (its model directory alongside) after ``edit(raw)``."""
+    shutil.copytree(DEMO.parent / "late_delivery", tmp_path / "late_delivery", dirs_exist_ok=True)
+    raw = yaml.safe_load(DEMO.read_text())
+    edit(raw)
+    with pytest.raises(SpecError) as caught:
+        load_spec(_write(tmp_path, "late_delivery", raw))
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda r: r["features"].update(transform="late_delivery.restaurant_stats.no_such_job"),
+         "features.transform: 'late_delivery.restaurant_stats.no_such_job': .* defines no top-level function 'no_such_job'"),
+        (lambda r: r["features"].update(transform="late_delivery.nowhere.compute"),
+         "features.transform: 'late_delivery.nowhere.compute': no module file"),
+        (lambda r: r["features"].update(transform="compute"), "features.transform: .*dotted path"),
+        (lambda r: r["features"].update(definitions="elsewhere"), "features.definitions: no directory .*elsewhere"),
+        (lambda r: r["features"]["request"].append("tip_amount"),
+         "features.request: tip_amount neither a dataset column nor in features.derived"),
+        (lambda r: r["features"]["derived"].update(order_hour={"part": "hour", "of": "zone"}),
+         "features.derived.order_hour: 'zone' is not a timestamp column"),
+        (lambda r: r["features"]["derived"].update(order_hour={"part": "hour", "of": "placed_at"}),
+         "columns not declared in dataset.columns: placed_at"),
+        (lambda r: r["features"]["derived"].update(order_minute={"part": "minute", "of": "event_timestamp"}),
+         "features.derived.order_minute: not listed in features.request"),
+    ],
+    ids=["unknown-function", "unknown-module", "not-dotted", "no-definitions", "unknown-request-field",
+         "derived-from-non-timestamp", "derived-from-unknown-column", "derived-not-requested"],
+)
+def test_a_spec_naming_something_unknown_fails_at_load_with_the_field_named(tmp_path, edit, expected):
+    assert re.search(expected, _spec_problem(tmp_path, edit))
 
 
 def test_settings_default_under_airloop_home_and_follow_env(monkeypatch, tmp_path):

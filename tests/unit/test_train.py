@@ -35,7 +35,7 @@ def data_home(tmp_path_factory):
     spec = get_spec("late_delivery")
     for day in DAYS:
         ingest.ingest_batch(spec, datagen.write_batch(settings.landing_dir / "orders", day))
-    features.compute_restaurant_stats(settings)
+    features.derive(spec, settings)
     features.apply(settings)
     yield home
     if saved is None:

@@ -1,14 +1,12 @@
 from feast import Field, FileSource, RequestSource
 from feast.types import Float64, Int64
 
-from airloop.features import restaurant_stats_dir
-from airloop.settings import get_settings
-
-# Daily per-restaurant statistics written by airloop.features.compute_restaurant_stats:
-# one parquet file per day, each row stamped at the END of the day it summarizes.
+# Daily per-restaurant statistics written by this model's transform
+# (late_delivery/restaurant_stats.py): one parquet file per day, each row stamped at the END
+# of the day it summarizes. A relative path is a directory under Airloop's offline store.
 restaurant_stats_source = FileSource(
     name="restaurant_stats_source",
-    path=str(restaurant_stats_dir(get_settings())),
+    path="restaurant_stats",
     timestamp_field="event_timestamp",
     description="Per-restaurant daily order statistics (1d and 7d windows).",
 )
