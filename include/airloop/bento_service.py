@@ -262,7 +262,7 @@ def _errors(spec, config) -> dict[str, dict]:
             "integer), missing or unknown fields, values out of range. `detail` lists every problem.",
             {
                 "error": f"1 validation error for {PredictRequest.__name__}IODescriptor",
-                "detail": [{"type": "missing", "loc": [spec.entity.join_key], "msg": "Field required",
+                "detail": [{"type": "missing", "loc": [spec.join_keys[0]], "msg": "Field required",
                             "url": "https://errors.pydantic.dev/2.14/v/missing"}],
             },
         ),
@@ -356,7 +356,9 @@ def _document_without_version() -> dict:
         "request_id": "9d973270bb794b7fb76e38bb201e4600", "features_missing": False, "missing_features": [],
     }]
 
-    key, fields = spec.entity.join_key, [f"`{name}`" for name in spec.features.request]
+    keys = " and ".join(f"the {e.name} key `{e.join_key}`" for e in spec.entities)
+    fields = [f"`{name}`" for name in spec.features.request if name not in spec.join_keys]
+    entities = " and ".join(e.name for e in spec.entities)
     answer = (
         f"the probability that `{spec.target}` is 1" if spec.task == "classification"
         else f"the predicted `{spec.target}`"
@@ -366,9 +368,9 @@ def _document_without_version() -> dict:
         f"Online predictions of the `{spec.name}` model ({spec.task}, target `{spec.target}`), always from the "
         "version behind the MLflow registry alias `@champion` (the document's version names the one served "
         "now). A new champion is loaded and swapped in without a restart or a failed request.",
-        f"A request sends the {spec.entity.name} key `{key}` and the fields known at request time "
-        f"({', '.join(fields)}); the {spec.entity.name}'s other features are read from the Feast feature service "
-        f"`{spec.features.service}`. An unknown or stale {spec.entity.name} is still predicted: the answer says "
+        f"A request sends {keys} and the fields known at request time "
+        f"({', '.join(fields)}); the other features are read by key from the Feast feature service "
+        f"`{spec.features.service}`. An unknown or stale {entities} is still predicted: the answer says "
         f"`features_missing: true` and names them. `prediction` is {answer}. Every prediction is logged with its "
         "`request_id`; `POST /feedback` attaches the true label to it later.",
         "Errors are JSON, `{\"error\": \"<message>\"}`; a request that fails validation (400) also has `detail`, "
@@ -394,7 +396,7 @@ def _document_without_version() -> dict:
         "paths": {
             PREDICT_ROUTE: {"post": _operation(
                 "Predict one request",
-                f"One prediction of `{spec.name}` for one {spec.entity.name}: {answer}.",
+                f"One prediction of `{spec.name}` for one {entities}: {answer}.",
                 "predictions", _body(PredictRequest, serve.request_examples(spec)), "Prediction", every, operationId="predict",
             )},
             PREDICT_BATCH_ROUTE: {"post": _operation(

@@ -18,6 +18,7 @@ __all__ = [
     "ServiceUnreachable",
     "UnknownRequestId",
     "UntrustedModel",
+    "WrongModelServed",
 ]
 
 
@@ -79,3 +80,7 @@ class ServiceUnreachable(ServeError):
     """No prediction service answers at the configured URL."""
 
     status = 503
+
+
+class WrongModelServed(ServeError):
+    """The service at the configured URL serves another model than the one expected."""

@@ -20,7 +20,6 @@ import importlib
 import logging
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -130,7 +129,9 @@ def repo_config(settings: Settings | None = None, *, write_batch_size: int | Non
         **raw,
         "registry": registry,
         "online_store": online,
-        "offline_store": {"type": "file"},
+        # DuckDB joins point-in-time correctly in bounded memory; Feast's default file store
+        # (dask) drops and merges rows and grew to 18 GiB on 10k rows (bench/bench_pit_join.py).
+        "offline_store": {"type": "duckdb"},
         "materialization": materialization,
     }
     return RepoConfig(repo_path=s.feature_repo, **config)
@@ -223,8 +224,13 @@ def _parse_definitions(directory: Path) -> "RepoContents":
 
 
 def _resolve_file_sources(contents: "RepoContents", offline_dir: Path) -> None:
-    """Make relative FileSource paths absolute under ``offline_dir`` (URLs stay as they are)."""
+    """Make relative FileSource paths absolute under ``offline_dir`` (URLs stay as they are).
+
+    What Airloop writes there is parquet, so such a source's format is parquet unless it says
+    otherwise (the DuckDB offline store needs the format for a directory of files).
+    """
     from feast import FileSource
+    from feast.data_format import ParquetFormat
 
     sources = [*contents.data_sources]
     for view in [*contents.feature_views, *contents.stream_feature_views]:
@@ -232,6 +238,8 @@ def _resolve_file_sources(contents: "RepoContents", offline_dir: Path) -> None:
     for source in sources:
         if isinstance(source, FileSource) and "://" not in source.path and not Path(source.path).is_absolute():
             source.file_options.uri = str(offline_dir / source.path)
+            if source.file_options.file_format is None:
+                source.file_options.file_format = ParquetFormat()
 
 
 def _forget_modules_under(directory: Path) -> None:
@@ -413,8 +421,7 @@ def materialize(
                 store.registry.apply_materialization(fv, store.project, a + tick, b)
             else:
                 # Feast's bounds are inclusive on both ends: skip the row at `a`, already written.
-                with _quiet_dask():
-                    store.materialize(a + tick, b, feature_views=[fv.name])
+                store.materialize(a + tick, b, feature_views=[fv.name])
             chunks.append(MaterializedChunk(fv.name, a, b, rows, time.perf_counter() - chunk_started))
             log.info("materialized %s (%s, %s]: %s entities", fv.name, a, b, rows)
     return MaterializeResult(end=end, chunks=chunks, seconds=time.perf_counter() - started)
@@ -470,15 +477,6 @@ def _earliest_source_row(fv) -> dt.datetime | None:
     column = dataset.to_table(columns=[fv.batch_source.timestamp_field]).column(0)
     earliest = pc.min(column).as_py()
     return None if earliest is None else as_utc(earliest)
-
-
-@contextlib.contextmanager
-def _quiet_dask():
-    # Feast's file offline store sorts with dask, whose shuffle emits pandas FutureWarnings
-    # about dask's own internals on every read.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"dask\.")
-        yield
 
 
 def _grid_intervals(lower: dt.datetime, upper: dt.datetime, step: dt.timedelta):
@@ -631,7 +629,7 @@ _TIME_PARTS = {"hour": "hour", "day_of_week": "dayofweek", "day_of_month": "day"
 
 
 def entity_df_from_events(spec: "ModelSpec", events: "pd.DataFrame") -> "pd.DataFrame":
-    """Entity rows for :func:`build_training_set` from dataset rows: key, time, request fields, label.
+    """Entity rows for :func:`build_training_set` from dataset rows: keys, time, request fields, label.
 
     Request fields the spec derives (``features.derived``) are computed from the event row,
     in UTC; the others are the dataset's columns.
@@ -639,7 +637,7 @@ def entity_df_from_events(spec: "ModelSpec", events: "pd.DataFrame") -> "pd.Data
     import pandas as pd
 
     ts = spec.dataset.timestamp
-    frame = pd.DataFrame({spec.entity.join_key: events[spec.entity.join_key].to_numpy()}, index=events.index)
+    frame = pd.DataFrame({key: events[key].to_numpy() for key in spec.join_keys}, index=events.index)
     frame[ts] = pd.to_datetime(events[ts], utc=True)
     for name in spec.features.request:
         derived = spec.features.derived.get(name)
@@ -661,100 +659,31 @@ def build_training_set(
 ) -> "pd.DataFrame":
     """Point-in-time correct features for each entity row, through the model's FeatureService.
 
-    ``entity_df`` needs the join key, the spec's timestamp column, its request fields and
-    (for training) the label; rows must be unique on (join key, timestamp). A feature
-    value is joined only if stamped at or before the row's time and within the view's TTL.
-    Returns one row per input row, in input order: the input columns, then the service's
-    features (null where no value qualifies).
-
-    Feast 0.67's file offline store drops rows whose entity has values but none in the
-    window, and fails on rows whose entity has no value at all. Those rows are therefore
-    kept out of the Feast query and get null stored features, and the service's on-demand
-    features are computed for them with the same registered transformations.
+    ``entity_df`` needs the join keys, the spec's timestamp column, its request fields and
+    (for training) the label. A feature value is joined only if stamped at or before the
+    row's time and within its view's TTL; each view is matched on its own, so a row missing
+    one view's values keeps the others'. Returns one row per input row, in input order (rows
+    sharing key and time stay separate rows): the input columns, then the service's features
+    (null where no value qualifies).
     """
     import pandas as pd
 
-    key, ts = spec.entity.join_key, spec.dataset.timestamp
-    required = [key, ts, *spec.features.request]
+    ts = spec.dataset.timestamp
+    required = [*spec.join_keys, ts, *spec.features.request]
     missing = [c for c in required if c not in entity_df.columns]
     if missing:
         raise ValueError(f"entity_df is missing columns: {', '.join(missing)}")
     frame = entity_df.reset_index(drop=True).copy()
     frame[ts] = pd.to_datetime(frame[ts], utc=True)
-    if frame.duplicated([key, ts]).any():
-        # The file offline store would silently merge such rows (feast-dev/feast#6787).
-        raise ValueError(f"entity_df rows must be unique on ({key}, {ts})")
-    frame[_ROW_ID] = range(len(frame))
+    frame[_ROW_ID] = range(len(frame))  # the offline store returns rows in its own order
 
     store = store or get_store(settings)
     service = store.get_feature_service(spec.features.service)
-    on_demand = {v.name: v for v in store.list_on_demand_feature_views()}
-    matched = pd.Series(True, index=frame.index)
-    for projection in service.feature_view_projections:
-        if projection.name not in on_demand:
-            matched &= _has_value_in_window(store.get_feature_view(projection.name), frame, ts)
-
-    parts = []
-    if matched.any():
-        with _quiet_dask():
-            parts.append(store.get_historical_features(entity_df=frame[matched], features=service).to_df())
-    if not matched.all():
-        parts.append(_without_stored_values(frame[~matched], service, on_demand))
-    joined = pd.concat(parts, ignore_index=True).sort_values(_ROW_ID)
+    joined = store.get_historical_features(entity_df=frame, features=service).to_df()
+    if len(joined) != len(frame):
+        raise RuntimeError(f"the offline store returned {len(joined)} rows for {len(frame)} entity rows")
     columns = [c for c in entity_df.columns if c != _ROW_ID] + _feature_names(service)
-    return joined[columns].reset_index(drop=True)
-
-
-def _has_value_in_window(view, frame: "pd.DataFrame", event_time: str) -> "pd.Series":
-    """Whether each entity row has a row of ``view`` stamped in [time - ttl, time]."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    dataset = _source_dataset(view)
-    if dataset is None:  # not a local parquet source: leave the rows to Feast
-        return pd.Series(True, index=frame.index)
-    if not dataset.files:
-        return pd.Series(False, index=frame.index)
-    keys = [c.name for c in view.entity_columns]
-    ts = view.batch_source.timestamp_field
-    unit = pa.timestamp("us", tz="UTC")
-    window = pc.field(ts) <= pa.scalar(frame[event_time].max().to_pydatetime(), unit)
-    if view.ttl:
-        lowest = frame[event_time].min() - view.ttl
-        window &= pc.field(ts) >= pa.scalar(lowest.to_pydatetime(), unit)
-    stamped = dataset.to_table(columns=[*keys, ts], filter=window).to_pandas()
-    stamped = stamped.rename(columns={ts: "__stamped"}).astype({"__stamped": "datetime64[ns, UTC]"})
-    rows = frame[[*keys, event_time, _ROW_ID]].sort_values(event_time)
-    found = pd.merge_asof(
-        rows,
-        stamped.sort_values("__stamped"),
-        left_on=event_time,
-        right_on="__stamped",
-        by=keys,
-        tolerance=view.ttl or None,
-    )
-    return frame[_ROW_ID].isin(found.loc[found["__stamped"].notna(), _ROW_ID])
-
-
-def _without_stored_values(
-    frame: "pd.DataFrame", service: "FeatureService", on_demand: dict
-) -> "pd.DataFrame":
-    """Null stored features plus the service's on-demand features computed on them."""
-    import pyarrow as pa
-    from feast.types import from_feast_to_pyarrow_type
-
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    projections = service.feature_view_projections
-    for projection in (p for p in projections if p.name not in on_demand):
-        for f in projection.features:
-            table = table.append_column(f.name, pa.nulls(len(table), from_feast_to_pyarrow_type(f.dtype)))
-    for projection in (p for p in projections if p.name in on_demand):
-        derived = on_demand[projection.name].transform_arrow(table, full_feature_names=False)
-        for f in projection.features:
-            # All-null results come back untyped: give them the declared type.
-            table = table.append_column(f.name, derived[f.name].cast(from_feast_to_pyarrow_type(f.dtype)))
-    return table.to_pandas()
+    return joined.sort_values(_ROW_ID)[columns].reset_index(drop=True)
 
 
 def get_online_features(
@@ -765,7 +694,7 @@ def get_online_features(
     settings: Settings | None = None,
     service: "FeatureService | None" = None,
 ) -> list[dict]:
-    """Serving features for each request row (join key plus request fields), in row order.
+    """Serving features for each request row (join keys plus request fields), in row order.
 
     Each result maps feature name to value, in the service's feature order; an unknown
     entity gets ``None`` for its stored and derived features. When serving, pass a
@@ -774,7 +703,7 @@ def get_online_features(
     """
     store = store or get_store(settings)
     service = service or feature_service(spec, store)
-    keys = [spec.entity.join_key, *spec.features.request]
+    keys = list(dict.fromkeys([*spec.join_keys, *spec.features.request]))
     entity_rows = [{k: row[k] for k in keys} for row in rows]
     values = store.get_online_features(features=service, entity_rows=entity_rows).to_dict()
     # to_dict() does not keep the service's feature order: rebuild each row by name.

@@ -69,9 +69,6 @@ class LoggedPrediction:
         return bool(self.missing_features)
 
 
-def features_missing(self) -> bool: ...
-
-
 def predictions_table(metadata=None):
     """The prediction log's SQLAlchemy table (on ``metadata``, or a fresh one)."""
     import sqlalchemy as sa
@@ -138,7 +135,8 @@ def _row(scored: LoggedPrediction) -> dict[str, Any]:
         "model": scored.model,
         "model_version": scored.model_version,
         "predicted_at": to_utc_naive(scored.predicted_at),
-        "entity": str(scored.entity),
+        # One key: its value; several: a JSON object of them (see read_predictions).
+        "entity": json.dumps(scored.entity, sort_keys=True) if isinstance(scored.entity, dict) else str(scored.entity),
         "features": json.dumps(scored.features, separators=(",", ":")),
         "features_missing": scored.features_missing,
         "prediction": scored.prediction,
@@ -445,8 +443,8 @@ def read_predictions(
     """Logged predictions with ``since <= timestamp < until`` (UTC), oldest first.
 
     Columns: ``request_id``, ``timestamp`` (tz-aware UTC), ``model``, ``model_version``, the
-    entity under its join key (the spec's ``entity.join_key``, typed as in the spec) or ``entity``
-    if the spec is unknown, ``prediction``, ``features_missing``, ``label`` (NaN until
+    entity under its join keys (one column per key of the spec's ``entities``, typed as in the
+    spec) or ``entity`` if the spec is unknown, ``prediction``, ``features_missing``, ``label`` (NaN until
     feedback), ``labeled_at``, then one column per model input used (``expand_features``;
     otherwise a ``features`` column of dicts). ``model`` is a spec or a spec name.
     """
@@ -495,15 +493,22 @@ def read_predictions(
     frame["prediction"] = frame["prediction"].astype("float64")
     frame["label"] = frame["label"].astype("float64")
     frame["features_missing"] = frame["features_missing"].astype(bool)
-    entity = "entity"
+    keys = ["entity"]
     if spec is not None:
-        entity = spec.entity.join_key
-        kind = spec.dataset.columns.get(entity)
-        frame = frame.rename(columns={"entity": entity})
-        if kind == "int":
-            frame[entity] = frame[entity].astype("int64")
-        elif kind == "float":
-            frame[entity] = frame[entity].astype("float64")
+        keys = spec.join_keys
+        if len(keys) == 1:
+            frame = frame.rename(columns={"entity": keys[0]})
+        else:
+            parsed_keys = [json.loads(e) for e in frame["entity"]]
+            for key in keys:
+                frame[key] = [k.get(key) for k in parsed_keys]
+            frame = frame.drop(columns=["entity"])
+        for key in keys:
+            kind = spec.dataset.columns.get(key)
+            if kind == "int":
+                frame[key] = frame[key].astype("int64")
+            elif kind == "float":
+                frame[key] = frame[key].astype("float64")
     parsed = [json.loads(f) for f in frame["features"]]
     frame = frame.drop(columns=["features"])
     if expand_features:
@@ -517,7 +522,7 @@ def read_predictions(
         frame = pd.concat([frame, feats], axis=1)
     else:
         frame["features"] = parsed
-    ordered = ["request_id", "timestamp", "model", "model_version", entity, "prediction",
+    ordered = ["request_id", "timestamp", "model", "model_version", *keys, "prediction",
                "features_missing", "label", "labeled_at"]
     rest = [c for c in frame.columns if c not in ordered]
     return frame[ordered + rest].reset_index(drop=True)

@@ -43,6 +43,7 @@ from airloop.errors import (
     ModelNotServable,
     NotReady,
     ServiceUnreachable,
+    WrongModelServed,
 )
 from airloop.prediction_log import LoggedPrediction, PredictionLog
 from airloop.registry import LoadedModel
@@ -94,10 +95,11 @@ def _bounds(spec: "ModelSpec", name: str) -> tuple[str | None, tuple[float, floa
 
 def _field_description(spec: "ModelSpec", name: str) -> str:
     kind, bounds = _bounds(spec, name)
-    if name == spec.entity.join_key:
-        what = spec.entity.description.rstrip(".") if spec.entity.description else spec.entity.name
+    entity = next((e for e in spec.entities if e.join_key == name), None)
+    if entity is not None:
+        what = entity.description.rstrip(".") if entity.description else entity.name
         return (
-            f"{what}: the {spec.entity.name} key. Its online features are read through the Feast feature "
+            f"{what}: the {entity.name} key. Its online features are read through the Feast feature "
             f"service {spec.features.service!r}; a key with none (unknown or stale) is still predicted, "
             "with `features_missing: true`."
         )
@@ -140,8 +142,12 @@ def _example_value(spec: "ModelSpec", name: str, at: float) -> Any:
 
 def request_examples(spec: "ModelSpec") -> list[dict[str, Any]]:
     """Valid prediction requests built from the spec: each field at 1/10 and 1/4 of its range."""
-    names = [spec.entity.join_key, *spec.features.request]
-    return [{name: _example_value(spec, name, at) for name in names} for at in (0.1, 0.25)]
+    return [{name: _example_value(spec, name, at) for name in request_fields(spec)} for at in (0.1, 0.25)]
+
+
+def request_fields(spec: "ModelSpec") -> list[str]:
+    """What a prediction request sends: the join keys, then the request fields."""
+    return list(dict.fromkeys([*spec.join_keys, *spec.features.request]))
 
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -152,18 +158,18 @@ def _camel(name: str) -> str:
 
 
 def request_model(spec: "ModelSpec") -> type[BaseModel]:
-    """The body of one prediction request: the entity key and the spec's request fields.
+    """The body of one prediction request: the entity keys and the spec's request fields.
 
     Strict: numbers must be JSON numbers (``"3"`` is refused), integers must be integers,
     ranges come from the spec's validation ranges, unknown fields are refused.
     """
-    names = [spec.entity.join_key, *spec.features.request]
-    fields = {name: _field_type(spec, name) for name in names}
+    fields = {name: _field_type(spec, name) for name in request_fields(spec)}
     # Examples go into the served OpenAPI document (bento_service), not into the model's JSON
     # schema: BentoML's build-time schema objects take no "examples" key.
     config = _STRICT
     doc = (
-        f"One {spec.name} prediction request: the {spec.entity.name} key and the fields sent at request "
+        f"One {spec.name} prediction request: the {' and '.join(e.name for e in spec.entities)} key(s) and "
+        "the fields sent at request "
         "time. Strict: numbers must be JSON numbers (not strings), integer fields integers; unknown fields are refused."
     )
     return create_model(f"{_camel(spec.name)}Request", __config__=config, __doc__=doc, **fields)
@@ -510,13 +516,13 @@ def lookup_and_predict(
         inputs.append({c: _clean(values.get(c)) for c in model.inputs})
     predictions = model.predict(model_frame(model.inputs, inputs), spec.task)
     now = dt.datetime.now(dt.timezone.utc)
-    key = spec.entity.join_key
+    keys = spec.join_keys
     return [
         Scored(
             request_id=uuid.uuid4().hex,
             model=model.name,
             model_version=model.version,
-            entity=row[key],
+            entity=row[keys[0]] if len(keys) == 1 else {k: row[k] for k in keys},
             features=used,
             prediction=float(p),
             missing_features=[c for c, v in used.items() if v is None],
@@ -579,7 +585,7 @@ class Predictor:
         model = self.watcher.current
         if model is None:
             return
-        row = {name: _sample_value(self.spec, name) for name in (self.spec.entity.join_key, *self.spec.features.request)}
+        row = {name: _sample_value(self.spec, name) for name in request_fields(self.spec)}
         try:
             lookup_and_predict(self.spec, [row], model, self.store, self.feature_service())
         except Exception as exc:
@@ -640,11 +646,22 @@ def service_status(url: str | None = None, *, timeout: float = 5.0) -> dict:
 
 
 def wait_until_serving(spec: "ModelSpec", version: str, *, url: str | None = None, timeout: float = 180) -> dict:
-    """Wait until the service at ``url`` answers with ``version`` of the spec's model."""
+    """Wait until the service at ``url`` answers with ``version`` of the spec's model.
 
+    A service serving another model fails at once (:class:`WrongModelServed`): waiting would
+    not change which model it serves.
+    """
     deadline = time.monotonic() + timeout
     status = service_status(url)
-    while str(status.get("model_version")) != str(version):
+    while True:
+        served = status.get("model")
+        if served != spec.registered_model_name:
+            raise WrongModelServed(
+                f"the service at {url or get_settings().serve_url} serves model {served!r}, "
+                f"not {spec.registered_model_name!r}: point AIRLOOP_SERVE_URL at {spec.name}'s service"
+            )
+        if str(status.get("model_version")) == str(version):
+            break
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"service still serves {spec.name} v{status.get('model_version')} after {timeout}s, "

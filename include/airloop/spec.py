@@ -1,6 +1,6 @@
 """Model specs: one declarative YAML file per model under ``AIRLOOP_MODELS_DIR``.
 
-A spec names the dataset and its schema, the entity, the validation rules, the feature
+A spec names the dataset and its schema, the entities (lookup keys), the validation rules, the feature
 service, the target, the estimator, the promotion gate and the drift policy. The DAG
 factory builds each model's lifecycle DAGs from its spec; the stage functions read it.
 """
@@ -169,7 +169,9 @@ class ModelSpec(_Strict):
     owner: str = "airloop"
     tags: list[str] = Field(default_factory=list)
     dataset: DatasetSpec
-    entity: EntitySpec
+    # The keys the model's features are looked up by; each is a dataset column. Keys are not
+    # model inputs unless features.request lists them too.
+    entities: list[EntitySpec] = Field(min_length=1)
     validation: ValidationSpec = ValidationSpec()
     features: FeaturesSpec
     target: str
@@ -191,7 +193,11 @@ class ModelSpec(_Strict):
     @model_validator(mode="after")
     def _columns_exist(self) -> "ModelSpec":
         cols = self.dataset.columns
-        named = [self.target, self.entity.join_key, *self.validation.required]
+        for attr in ("name", "join_key"):
+            values = [getattr(e, attr) for e in self.entities]
+            if len(set(values)) != len(values):
+                raise ValueError(f"entities: each entity needs its own {attr}, got {values}")
+        named = [self.target, *self.join_keys, *self.validation.required]
         named += [c for group in self.validation.unique for c in group]
         named += list(self.validation.ranges) + list(self.validation.categories)
         named += [d.of for d in self.features.derived.values()]
@@ -211,6 +217,11 @@ class ModelSpec(_Strict):
                 f"features.request: {', '.join(undeclared)} neither a dataset column nor in features.derived"
             )
         return self
+
+    @property
+    def join_keys(self) -> list[str]:
+        """The entities' join keys, in the spec's order."""
+        return [e.join_key for e in self.entities]
 
     @property
     def definitions_dir(self) -> Path:

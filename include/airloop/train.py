@@ -114,8 +114,10 @@ def evaluate(spec: "ModelSpec", model, X: "pd.DataFrame", y) -> dict[str, float]
 
 
 def feature_columns(spec: "ModelSpec", frame: "pd.DataFrame") -> list[str]:
-    """Model inputs: every column of the training set but the keys, timestamp and label."""
-    excluded = {spec.entity.join_key, spec.dataset.timestamp, spec.target}
+    """Model inputs: every column of the training set but the timestamp, the label and the join
+    keys (a key is an input only if ``features.request`` lists it)."""
+    keys = {k for k in spec.join_keys if k not in spec.features.request}
+    excluded = {*keys, spec.dataset.timestamp, spec.target}
     return [c for c in frame.columns if c not in excluded]
 
 

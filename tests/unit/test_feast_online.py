@@ -136,8 +136,7 @@ def materialize_with_feast(settings: Settings) -> None:
     """Feast's own path: FeatureStore.materialize, one interval, Feast's conversion and writes."""
     store = features.get_store(settings)
     start = dt.datetime.combine(DAY0, dt.time(), tzinfo=UTC)
-    with features._quiet_dask():
-        store.materialize(start, end_of_history())
+    store.materialize(start, end_of_history())
 
 
 def sqlite_rows(settings: Settings) -> list[tuple]:

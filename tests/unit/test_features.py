@@ -83,8 +83,8 @@ def test_feature_repo_matches_the_spec(history, demo_spec):
     assert demo_spec.features.service in services
     (request,) = [s for s in contents.data_sources if type(s).__name__ == "RequestSource"]
     assert sorted(f.name for f in request.schema) == sorted(demo_spec.features.request)
-    (entity,) = [e for e in contents.entities if e.name == demo_spec.entity.name]
-    assert entity.join_key == demo_spec.entity.join_key
+    (entity,) = [e for e in contents.entities if e.name == demo_spec.entities[0].name]
+    assert entity.join_key == demo_spec.join_keys[0]
     # The repo's modules are not left importable under their bare names.
     assert "features" not in sys.modules and "entities" not in sys.modules
 
@@ -106,7 +106,7 @@ def test_feature_store_yaml_is_valid_for_the_cli_and_matches_get_store(history):
 
 def test_store_config_embedded_default(history):
     config = features.get_store(history).config
-    assert config.offline_store.type == "file"
+    assert config.offline_store.type == "duckdb"
     # Feast's SQLite store with a bulk write for materialization (airloop.feast_online).
     assert config.online_store.type == "airloop.feast_online.BulkSqliteOnlineStore"
     assert config.online_store.path == history.feast_online_store
@@ -129,7 +129,7 @@ def test_store_config_from_service_settings(tmp_path):
     assert config.registry.path == "postgresql+psycopg://feast:pw@db:5432/feast"
     assert config.online_store.type == "airloop.feast_online.BulkRedisOnlineStore"
     assert config.online_store.connection_string == "redis:6379,db=1"
-    assert config.offline_store.type == "file"
+    assert config.offline_store.type == "duckdb"
     assert config.materialization_config.online_write_batch_size == 500
     url = make_settings(tmp_path, AIRLOOP_FEAST_REDIS="redis://:secret@cache:6380/2")
     assert features.repo_config(url).online_store.connection_string == "cache:6380,db=2,password=secret"
@@ -242,6 +242,7 @@ def test_training_set_is_point_in_time_correct(tmp_path, demo_spec):
         (7, t1 - second, None),  # before any statistics
         (7, t2 - second, 10.0),  # the value stamped at t2 is in this order's future
         (7, t2, 20.0),  # stamped when the day ended: visible from then on
+        (7, t2, 20.0),  # a second order at the same time stays its own row (its own label)
         (7, t2 + ttl - second, 20.0),  # still within the TTL
         (7, t2 + ttl + second, None),  # older than the TTL: not used
         (8, t2, None),  # unknown restaurant
@@ -475,3 +476,128 @@ def test_a_feature_job_must_say_what_it_changed(tmp_path):
     (tmp_path / "late_delivery.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(TypeError, match="late_delivery.silent_job.run returned int, not airloop.daily_windows.Derived"):
         features.derive(load_spec(tmp_path / "late_delivery.yaml"), make_settings(tmp_path / "airloop"))
+
+
+# --- a model of another shape: two entities, a static and an hourly view ---------------------
+
+TWO_KEY_SPEC = """
+name: trip_eta
+dataset:
+  name: trips
+  pattern: "trips_*.csv"
+  timestamp: pickup_at
+  columns: {trip_id: string, vehicle_id: int, zone_id: int, pickup_at: timestamp, distance_km: float,
+            duration_minutes: float}
+entities:
+  - {name: vehicle, join_key: vehicle_id}
+  - {name: zone, join_key: zone_id}
+features:
+  service: trip_eta_v1
+  request: [distance_km, pickup_hour]
+  derived: {pickup_hour: {part: hour, of: pickup_at}}
+target: duration_minutes
+task: regression
+estimator: {class: sklearn.ensemble.HistGradientBoostingRegressor}
+promotion: {metric: mae}
+"""
+
+TWO_KEY_DEFINITIONS = """
+from datetime import timedelta
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Float64, Int64, String
+
+vehicle = Entity(name="vehicle", join_keys=["vehicle_id"], value_type=ValueType.INT64)
+zone = Entity(name="zone", join_keys=["zone_id"], value_type=ValueType.INT64)
+
+# A static attribute table: every row stamped at the epoch, valid forever (no TTL).
+vehicle_attributes = FeatureView(
+    name="vehicle_attributes",
+    entities=[vehicle],
+    ttl=timedelta(0),
+    schema=[Field(name="vehicle_id", dtype=Int64), Field(name="vehicle_type", dtype=String),
+            Field(name="seats", dtype=Int64)],
+    source=FileSource(name="vehicle_attributes_source", path="vehicle_attributes", timestamp_field="valid_from"),
+)
+# An hourly reference table: a zone's traffic, valid for two hours after its stamp.
+zone_traffic = FeatureView(
+    name="zone_traffic",
+    entities=[zone],
+    ttl=timedelta(hours=2),
+    schema=[Field(name="zone_id", dtype=Int64), Field(name="traffic_index", dtype=Float64)],
+    source=FileSource(name="zone_traffic_source", path="zone_traffic", timestamp_field="hour"),
+)
+trip_eta_v1 = FeatureService(name="trip_eta_v1", features=[vehicle_attributes, zone_traffic])
+"""
+
+
+@pytest.fixture
+def two_key_model(tmp_path):
+    """A second model keyed by vehicle and zone, with its sources written, applied alone."""
+    models = tmp_path / "models"
+    (models / "trip_eta" / "feature_repo").mkdir(parents=True)
+    (models / "trip_eta" / "feature_repo" / "definitions.py").write_text(TWO_KEY_DEFINITIONS)
+    (models / "trip_eta.yaml").write_text(TWO_KEY_SPEC)
+    settings = make_settings(tmp_path / "airloop", AIRLOOP_MODELS_DIR=str(models))
+    spec = load_spec(models / "trip_eta.yaml")
+    epoch = pd.Timestamp(0, tz="UTC")
+    attributes = pd.DataFrame({"vehicle_id": [1, 2], "vehicle_type": ["sedan", "van"], "seats": [4, 7],
+                               "valid_from": [epoch, epoch]})
+    hours = pd.date_range("2024-03-01", periods=48, freq="h", tz="UTC")
+    traffic = pd.DataFrame({"zone_id": 10, "hour": hours, "traffic_index": [float(i) for i in range(48)]})
+    traffic = traffic.drop(index=[30])  # a missing hour
+    for name, frame in {"vehicle_attributes": attributes, "zone_traffic": traffic}.items():
+        (settings.offline_dir / name).mkdir(parents=True)
+        frame.to_parquet(settings.offline_dir / name / f"{name}_2024-03-01.parquet", index=False)
+    assert features.apply(settings) is True
+    return spec, settings
+
+
+def test_two_entities_join_each_view_on_its_own_key(two_key_model):
+    spec, settings = two_key_model
+    at = pd.Timestamp("2024-03-01", tz="UTC")
+    cases = [  # vehicle, zone, pickup time, expected (vehicle_type, seats, traffic_index)
+        (1, 10, at + pd.Timedelta(hours=5, minutes=20), ("sedan", 4, 5.0)),
+        (1, 10, at + pd.Timedelta(hours=5, minutes=20), ("sedan", 4, 5.0)),  # same keys and time: own row
+        (2, 10, at + pd.Timedelta(hours=29, minutes=59), ("van", 7, 29.0)),
+        (2, 10, at + pd.Timedelta(hours=30, minutes=30), ("van", 7, 29.0)),  # hour 30 missing: 29 within TTL
+        (2, 10, at + pd.Timedelta(hours=31, minutes=30), ("van", 7, 31.0)),
+        (2, 10, at + pd.Timedelta(hours=60), ("van", 7, None)),  # traffic older than its TTL
+        (3, 10, at + pd.Timedelta(hours=2), (None, None, 2.0)),  # unknown vehicle keeps its traffic
+        (1, 99, at + pd.Timedelta(hours=2), ("sedan", 4, None)),  # unknown zone keeps its vehicle
+    ]
+    events = pd.DataFrame({
+        "trip_id": [f"t{i}" for i in range(len(cases))],
+        "vehicle_id": [c[0] for c in cases], "zone_id": [c[1] for c in cases],
+        "pickup_at": [c[2] for c in cases], "distance_km": 3.0, "duration_minutes": range(len(cases)),
+    })
+    entity_df = features.entity_df_from_events(spec, events)
+    assert list(entity_df.columns) == ["vehicle_id", "zone_id", "pickup_at", "distance_km", "pickup_hour",
+                                       "duration_minutes"]
+    frame = features.build_training_set(spec, entity_df, settings=settings)
+    assert list(frame["duration_minutes"]) == list(range(len(cases)))  # one row per event, in order
+    got = [tuple(None if pd.isna(v) else v for v in row)
+           for row in frame[["vehicle_type", "seats", "traffic_index"]].itertuples(index=False)]
+    assert got == [c[3] for c in cases]
+
+    # Neither key is a model input unless the spec's request lists it.
+    from airloop import train
+
+    assert train.feature_columns(spec, frame) == ["distance_km", "pickup_hour", "vehicle_type", "seats",
+                                                 "traffic_index"]
+    keyed = spec.model_copy(update={"features": spec.features.model_copy(
+        update={"request": [*spec.features.request, "zone_id"]})})
+    assert "zone_id" in train.feature_columns(keyed, frame) and "vehicle_id" not in train.feature_columns(keyed, frame)
+
+
+def test_two_entities_online(two_key_model):
+    spec, settings = two_key_model
+    derived = features.Derived(changed_since=None)
+    end = dt.datetime(2024, 3, 3, tzinfo=dt.timezone.utc)
+    result = features.refresh_online(spec, derived, end, settings, applied=True)
+    assert {c.feature_view for c in result.chunks} == {"vehicle_attributes", "zone_traffic"}
+    rows = [{"vehicle_id": 2, "zone_id": 10, "distance_km": 2.0, "pickup_hour": 1},
+            {"vehicle_id": 3, "zone_id": 10, "distance_km": 2.0, "pickup_hour": 1}]
+    served = features.get_online_features(spec, rows, settings=settings)
+    assert served[0] == {"vehicle_type": "van", "seats": 7, "traffic_index": 47.0}
+    assert served[1] == {"vehicle_type": None, "seats": None, "traffic_index": 47.0}

@@ -4,6 +4,7 @@ Feast store and a real MLflow registry in a temporary AIRLOOP_HOME, plus the ser
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -166,6 +167,26 @@ def check_prediction_log(settings: Settings, url: str, demo_spec) -> None:
 def test_prediction_log_on_sqlite(settings, demo_spec):
     check_prediction_log(settings, settings.prediction_store, demo_spec)
     assert Path(settings.prediction_store.removeprefix("sqlite:///")).parent == settings.home / "predictions"
+
+
+def test_prediction_log_keeps_every_key_of_a_two_entity_model(settings, demo_spec):
+    from airloop.spec import EntitySpec
+
+    two_keys = demo_spec.model_copy(update={
+        "name": "two_keys",
+        "dataset": demo_spec.dataset.model_copy(update={"columns": {**demo_spec.dataset.columns, "zone_id": "int"}}),
+        "entities": [*demo_spec.entities, EntitySpec(name="zone", join_key="zone_id")],
+    })
+    log = prediction_log.PredictionLog(settings=settings, flush_seconds=30)
+    try:
+        answer = scored("z1", entity={"restaurant_id": 1002, "zone_id": 7})
+        log.append([dataclasses.replace(answer, model="two_keys")])
+    finally:
+        log.close()
+    frame = prediction_log.read_predictions(model=two_keys, settings=settings)
+    assert list(frame.columns[4:6]) == ["restaurant_id", "zone_id"]
+    assert frame.loc[0, ["restaurant_id", "zone_id"]].tolist() == [1002, 7]
+    assert frame["zone_id"].dtype == "int64"
 
 
 def _break_store(settings) -> None:
@@ -491,6 +512,19 @@ def test_bentoml_endpoints_stay_available(server, demo, issued):
     predicted = post(server, "/predict", row(demo.restaurants[0]))
     issued.append(predicted.json()["request_id"])
     assert predicted.status_code == 200 and "X-BentoML-Request-ID" not in predicted.headers
+
+
+@pytest.mark.slow
+def test_confirming_a_version_checks_the_model_served_too(server, demo):
+    """The package DAG's confirm_served: the right version of another model is not a success."""
+    serving = post(server, "/status").json()["model_version"]
+    status = serve.wait_until_serving(demo.spec, serving, url=server.url, timeout=10)
+    assert (status["model"], status["model_version"]) == ("late_delivery", serving)
+    other = demo.spec.model_copy(update={"name": "courier_eta"})
+    started = time.monotonic()
+    with pytest.raises(errors.WrongModelServed, match="serves model 'late_delivery', not 'courier_eta'"):
+        serve.wait_until_serving(other, serving, url=server.url, timeout=60)
+    assert time.monotonic() - started < 10  # at once: waiting would not change the model
 
 
 @pytest.mark.slow

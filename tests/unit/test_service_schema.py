@@ -162,7 +162,7 @@ def test_schema_describes_the_served_model(server, demo, api_schema):
     assert routes <= set(doc["paths"])
 
     # The example bodies come from the spec, are valid requests, and are answered with 200.
-    fields = [spec.entity.join_key, *spec.features.request]
+    fields = serve.request_fields(spec)
     Request = serve.request_model(spec)
     predict = doc["paths"]["/predict"]["post"]
     examples = [e["value"] for e in predict["requestBody"]["content"]["application/json"]["examples"].values()]

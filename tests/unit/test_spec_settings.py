@@ -19,7 +19,7 @@ def _write(tmp_path: Path, name: str, data: dict) -> Path:
 
 def test_demo_spec_loads(demo_spec):
     assert demo_spec.name == "late_delivery"
-    assert demo_spec.entity.join_key == "restaurant_id"
+    assert demo_spec.join_keys == ["restaurant_id"]
     assert demo_spec.dag_id("ingest") == "late_delivery__ingest"
     assert demo_spec.features.service == "late_delivery_v1"
 
@@ -83,9 +83,15 @@ def _spec_problem(tmp_path: Path, edit) -> str:
          "columns not declared in dataset.columns: placed_at"),
         (lambda r: r["features"]["derived"].update(order_minute={"part": "minute", "of": "event_timestamp"}),
          "features.derived.order_minute: not listed in features.request"),
+        (lambda r: r["entities"].append({"name": "kitchen", "join_key": "restaurant_id"}),
+         "entities: each entity needs its own join_key"),
+        (lambda r: r["entities"].append({"name": "zone", "join_key": "zone"}) or r["dataset"]["columns"].pop("zone"),
+         "columns not declared in dataset.columns: .*zone"),
+        (lambda r: r.update(entities=[]), "entities: List should have at least 1 item"),
     ],
     ids=["unknown-function", "unknown-module", "not-dotted", "no-definitions", "unknown-request-field",
-         "derived-from-non-timestamp", "derived-from-unknown-column", "derived-not-requested"],
+         "derived-from-non-timestamp", "derived-from-unknown-column", "derived-not-requested",
+         "shared-join-key", "unknown-join-key", "no-entity"],
 )
 def test_a_spec_naming_something_unknown_fails_at_load_with_the_field_named(tmp_path, edit, expected):
     assert re.search(expected, _spec_problem(tmp_path, edit))
