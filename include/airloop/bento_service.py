@@ -12,10 +12,11 @@ loaded first and then swapped in, with no restart and no failed request. All kno
 
 Endpoints (all JSON; errors are ``{"error": ...}``, BentoML's validation errors add ``detail``):
 
-``POST /predict``  ``{"restaurant_id": 1001, "distance_km": 3.2, "items": 2, "order_hour": 19}``
-    -> 200 ``{"prediction": 0.31, "model": "late_delivery", "model_version": "3",
+``POST /predict``  ``{<join keys>, <request fields>}`` (the spec's; see ``GET /docs.json``)
+    -> 200 ``{"prediction": 0.31, "model": "<name>", "model_version": "3",
     "request_id": "...", "features_missing": false, "missing_features": []}``;
-    ``prediction`` is the probability that the order is late. The entity's online features
+    ``prediction`` is the probability of the positive class (classification) or the predicted
+    target (regression). The entity's online features
     come from the spec's Feast FeatureService. An entity with no online features (unknown or
     stale) still gets 200: the prediction is computed with those features missing (NaN),
     ``features_missing`` is true and ``missing_features`` names them.

@@ -14,8 +14,8 @@ HTTP service. The pieces:
 - :class:`~airloop.prediction_log.PredictionLog` records every prediction the
   :class:`Predictor` makes.
 
-Unknown entities: a row whose entity has no online features (a new restaurant, or statistics
-older than the view's TTL) is still predicted: the missing values go to the model as NaN
+Unknown entities: a row whose entity has no online features (a new key, or values older
+than the view's TTL) is still predicted: the missing values go to the model as NaN
 (HistGradientBoosting routes them natively) and the answer says ``features_missing: true``
 with the names in ``missing_features``. Callers should treat such a prediction as a
 cold-start estimate. It is logged like any other prediction.
