@@ -14,12 +14,14 @@ here, never read from the artifact.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +54,7 @@ __all__ = [
     "load_sklearn_model",
     "load_version",
     "model_inputs",
+    "quiet_model_io",
     "record",
 ]
 
@@ -169,6 +172,34 @@ def current_actor() -> str:
     return os.environ.get("AIRFLOW_CTX_DAG_RUN_ID") or getpass.getuser()
 
 
+@contextlib.contextmanager
+def quiet_model_io():
+    """Import skops, save, log or load a model without flooding a task log with warnings.
+
+    skops finds the module of an object that has none (scipy's ~230 ufuncs when ``skops.io`` is
+    imported, any in a model when it is saved or loaded) with a ``getattr`` on every loaded
+    module. In an Airflow task those include five Airflow deprecation shims
+    (``airflow.utils.timezone``, ...), which answer each probe with a ``DeprecatedImportWarning``:
+    ~1,160 warnings, all raised from skops' scan, none about Airloop's code. Exactly those are
+    ignored. Any other warning is shown once per block: skops mutates the warning filters at
+    every scan, which resets Python's own "default"/"once" bookkeeping, so MLflow's hint about
+    integer columns (signature, then input example) would otherwise appear twice.
+    """
+    with warnings.catch_warnings():  # restores the filters and ``showwarning`` on the way out
+        warnings.filterwarnings(
+            "ignore", message=r"The `airflow\.", category=FutureWarning, module=r"skops\.io\._utils"
+        )
+        show, shown = warnings.showwarning, set()
+
+        def show_once(message, category, filename, lineno, file=None, line=None):
+            if (str(message), category) not in shown:
+                shown.add((str(message), category))
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show_once
+        yield
+
+
 # -- loading models without pickle ----------------------------------------------------------
 
 
@@ -181,7 +212,6 @@ def load_sklearn_model(model_uri: str, settings: Settings | None = None) -> Any:
     ``code_paths`` of the artifact reach ``sys.path``.
     """
     import mlflow
-    import skops.io
     from mlflow.models import Model
 
     s = settings or get_settings()
@@ -197,11 +227,14 @@ def load_sklearn_model(model_uri: str, settings: Settings | None = None) -> Any:
         path = local / flavor["pickled_model"]
         if not path.resolve().is_relative_to(local.resolve()):
             raise UntrustedModel(f"{model_uri}: the model file points outside the artifact")
-        asked = skops.io.get_untrusted_types(file=path)
-        refused = [t for t in asked if not t.startswith(TRUSTED_MODULES)]
-        if refused:
-            raise UntrustedModel(f"{model_uri}: the model needs untrusted types {refused}; refused")
-        model = skops.io.load(path, trusted=asked)
+        with quiet_model_io():  # importing skops scans every loaded module
+            import skops.io
+
+            asked = skops.io.get_untrusted_types(file=path)
+            refused = [t for t in asked if not t.startswith(TRUSTED_MODULES)]
+            if refused:
+                raise UntrustedModel(f"{model_uri}: the model needs untrusted types {refused}; refused")
+            model = skops.io.load(path, trusted=asked)
     check_tree_bounds(model)
     return model
 

@@ -202,6 +202,7 @@ def _log_plots(spec: "ModelSpec", model, X, y, columns: list[str], out_dir: Path
     return paths
 
 
+@registry.quiet_model_io()  # skops' module scans would write ~1,160 warnings into the task log
 def log_training_run(
     spec: "ModelSpec",
     model,
