@@ -1,8 +1,8 @@
-"""Airloop's reports inside the Airflow UI.
+"""Airloop's reports and models inside the Airflow UI.
 
 A FastAPI app mounted under the api-server at ``/airloop`` serves the Great Expectations Data
-Docs and the Evidently drift reports from ``AIRLOOP_HOME``; an external view puts it in the
-UI's navigation.
+Docs and the Evidently drift reports from ``AIRLOOP_HOME``, and the Models view
+(``/airloop/models/``, see ``airloop_models``); external views put both in the UI's navigation.
 
 Reports hold data from CSV files (a cell can be ``<img src=x onerror=...>``) and come from the
 api-server's own origin, where the UI keeps the user's JWT in a cookie that page scripts can
@@ -27,6 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag, requires_authenticated
 from airflow.plugins_manager import AirflowPlugin
+
+# A sibling module of the plugins folder (on sys.path in every Airflow component).
+from airloop_models import make_router
 
 PREFIX = "/airloop"
 
@@ -167,6 +170,8 @@ reports_app = FastAPI(
     openapi_url=None,
 )
 reports_app.add_middleware(SecurityHeaders)
+# The Models view: same login, same sandboxing headers, no API docs.
+reports_app.include_router(make_router(PREFIX), prefix="/models")
 
 
 @reports_app.get("/", response_class=HTMLResponse)
@@ -211,4 +216,9 @@ class AirloopPlugin(AirflowPlugin):
     fastapi_apps = [{"app": reports_app, "url_prefix": PREFIX, "name": "Airloop reports"}]
     external_views = [
         {"name": "Airloop reports", "href": f"{PREFIX}/", "destination": "nav", "category": "browse"},
+        # Under Browse, like the reports: the menu opens it in a tab of its own, where its links
+        # work. Airflow 3.3's top-level nav entries render an external href as a button that does
+        # not navigate, and its embedded views (url_route) run in an iframe sandbox that allows no
+        # scripts and no way out, so every link (Airflow, MLflow, Evidently) would open blank.
+        {"name": "Models", "href": f"{PREFIX}/models/", "destination": "nav", "category": "browse"},
     ]

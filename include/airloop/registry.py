@@ -53,6 +53,7 @@ __all__ = [
     "check_tree_bounds",
     "load_sklearn_model",
     "load_version",
+    "is_not_found",
     "model_inputs",
     "quiet_model_io",
     "record",
@@ -105,7 +106,7 @@ def ensure_experiment(name: str, *, model: str, settings: Settings | None = None
         return existing.experiment_id
 
 
-def _is_not_found(exc: Exception) -> bool:
+def is_not_found(exc: Exception) -> bool:
     """Whether an MLflow error says the model or alias does not exist (and nothing else)."""
     code = getattr(exc, "error_code", "")
     if code == "RESOURCE_DOES_NOT_EXIST":
@@ -125,7 +126,7 @@ def champion_version(
     try:
         return str(mlflow_client.get_model_version_by_alias(spec.registered_model_name, CHAMPION).version)
     except Exception as exc:
-        if _is_not_found(exc):
+        if is_not_found(exc):
             return None
         raise RegistryError(
             f"cannot read @{CHAMPION} of {spec.registered_model_name!r} from the registry: "

@@ -55,6 +55,9 @@ class Settings:
     dvc_remote: str
     validation_dir: Path
     mlflow_tracking_uri: str
+    # Where a browser reaches the MLflow UI ("" : the tracking URI if it is http(s)); in compose
+    # the tracking URI names a service host a browser cannot resolve.
+    mlflow_ui_url: str
     mlflow_artifacts_dir: Path
     feast_registry: str
     feast_online_store: str
@@ -81,6 +84,7 @@ _ENV_NAMES = {
     "dvc_remote": "AIRLOOP_DVC_REMOTE",
     "validation_dir": "AIRLOOP_VALIDATION_DIR",
     "mlflow_tracking_uri": "MLFLOW_TRACKING_URI",
+    "mlflow_ui_url": "AIRLOOP_MLFLOW_UI_URL",
     "mlflow_artifacts_dir": "AIRLOOP_MLFLOW_ARTIFACTS_DIR",
     "feast_registry": "AIRLOOP_FEAST_REGISTRY",
     "feast_online_store": "AIRLOOP_FEAST_ONLINE_STORE",
@@ -107,6 +111,7 @@ def get_settings() -> Settings:
         dvc_remote=_env("AIRLOOP_DVC_REMOTE", str(home / "dvc" / "remote")),
         validation_dir=_path("AIRLOOP_VALIDATION_DIR", home / "validation"),
         mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"),
+        mlflow_ui_url=_env("AIRLOOP_MLFLOW_UI_URL", ""),
         mlflow_artifacts_dir=_path("AIRLOOP_MLFLOW_ARTIFACTS_DIR", home / "mlflow" / "artifacts"),
         feast_registry=_env("AIRLOOP_FEAST_REGISTRY", str(home / "feast" / "registry.db")),
         feast_online_store=_env("AIRLOOP_FEAST_ONLINE_STORE", str(home / "feast" / "online.db")),
