@@ -674,7 +674,8 @@ def build_training_set(
     if missing:
         raise ValueError(f"entity_df is missing columns: {', '.join(missing)}")
     frame = entity_df.reset_index(drop=True).copy()
-    frame[ts] = pd.to_datetime(frame[ts], utc=True)
+    # DuckDB's store fails on a sub-microsecond time; flooring never lets a later value in.
+    frame[ts] = pd.to_datetime(frame[ts], utc=True).dt.floor("us")
     frame[_ROW_ID] = range(len(frame))  # the offline store returns rows in its own order
 
     store = store or get_store(settings)
