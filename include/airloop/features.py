@@ -405,7 +405,7 @@ def materialize(
             lower = end - fv.ttl
         else:
             raise ValueError(f"{fv.name} has no TTL and was never materialized: pass start")
-        dataset = _source_dataset(fv)
+        dataset = source_dataset(fv)
         # Local parquet without renamed columns: read here, written by the store's bulk write.
         bulk = (
             dataset is not None and hasattr(online_store, "write_table")
@@ -414,7 +414,7 @@ def materialize(
         for a, b in _plan_chunks(fv, list(_grid_intervals(lower, end, chunk)), max_rows_per_chunk, dataset):
             chunk_started = time.perf_counter()
             if bulk:
-                latest = _latest_rows(fv, dataset, a, b)
+                latest = latest_rows(fv, dataset, a, b)
                 rows = online_store.write_table(store.config, fv, latest, write_batch_size) if latest is not None else 0
                 store.registry.apply_materialization(fv, store.project, a + tick, b)
             elif (rows := _count_entities(fv, dataset, a, b)) == 0:
@@ -471,7 +471,7 @@ def _earliest_source_row(fv) -> dt.datetime | None:
     """The earliest event time in a local parquet source (None: none, or not local)."""
     import pyarrow.compute as pc
 
-    dataset = _source_dataset(fv)
+    dataset = source_dataset(fv)
     if dataset is None or not dataset.files:
         return None
     column = dataset.to_table(columns=[fv.batch_source.timestamp_field]).column(0)
@@ -506,7 +506,7 @@ def _plan_chunks(fv, intervals: list, max_rows: int | None, dataset) -> list:
     return merged
 
 
-def _source_dataset(fv):
+def source_dataset(fv):
     """The parquet dataset of a local FileSource (None if the source is not one)."""
     import pyarrow.dataset as ds
     from feast import FileSource
@@ -546,7 +546,7 @@ def _rows_per_interval(fv, intervals: list, dataset) -> list[int] | None:
     return counts.tolist()
 
 
-def _latest_rows(fv, dataset, lower: dt.datetime, upper: dt.datetime, merge_rows: int = 1_000_000):
+def latest_rows(fv, dataset, lower: dt.datetime, upper: dt.datetime, merge_rows: int = 1_000_000):
     """The newest source row of each entity stamped in (lower, upper], as an arrow table.
 
     What Feast's ``pull_latest_from_table_or_query`` returns for the same bounds: rows are

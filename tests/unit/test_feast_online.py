@@ -224,7 +224,7 @@ def test_latest_rows_folds_batches_into_one_row_per_entity(tmp_path):
     write_history(settings)
     features.apply(settings)
     view = features.get_store(settings).get_feature_view("restaurant_stats")
-    dataset = features._source_dataset(view)
+    dataset = features.source_dataset(view)
     lower = dt.datetime.combine(DAY0, dt.time(), tzinfo=UTC)  # exclusive: the first day's stamp is later
     upper = end_of_history() - dt.timedelta(days=1)  # inclusive: leaves out the last day
     frames = [pd.read_parquet(p) for p in sorted((settings.offline_dir / "restaurant_stats").glob("*.parquet"))]
@@ -238,6 +238,6 @@ def test_latest_rows_folds_batches_into_one_row_per_entity(tmp_path):
         .reset_index(drop=True)
     )
     for merge_rows in (1, 97, 10**9):
-        got = features._latest_rows(view, dataset, lower, upper, merge_rows=merge_rows).to_pandas()
+        got = features.latest_rows(view, dataset, lower, upper, merge_rows=merge_rows).to_pandas()
         got = got.sort_values("restaurant_id").reset_index(drop=True)
         pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)

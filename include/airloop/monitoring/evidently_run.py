@@ -65,7 +65,7 @@ class DriftRun:
         window_start: dt.datetime | None = None,
         window_end: dt.datetime | None = None,
     ) -> DriftVerdict:
-        """The drift verdict on these numbers and the quality numbers (see :func:`~airloop.monitoring.quality.quality`)."""
+        """The drift verdict on these numbers and the quality numbers (see :func:`~airloop.monitoring.model_quality.quality`)."""
         return drift_verdict(
             self.drift_spec,
             rows=self.rows,
