@@ -33,8 +33,9 @@ def build_features_dag(spec: ModelSpec):
 
             result = derive(spec)
             since = result.changed_since.isoformat() if result.changed_since else None
-            print(f"rows written {result.rows}, changed since {since}: {result.detail}")
-            return {"changed_since": since, "rows": result.rows, **result.detail}
+            detail = {k: v for k, v in result.detail.items() if k != "tables"}
+            print(f"rows written {result.rows}, changed since {since}: {detail}")
+            return {"changed_since": since, "rows": result.rows, "detail": result.detail}
 
         @task
         def apply_definitions() -> bool:
@@ -50,7 +51,7 @@ def build_features_dag(spec: ModelSpec):
             from airloop.features import refresh_online
 
             since = derived["changed_since"]
-            changed = Derived(changed_since=since and datetime.fromisoformat(since))
+            changed = Derived(changed_since=since and datetime.fromisoformat(since), detail=derived["detail"])
             result = refresh_online(spec, changed, datetime.now(timezone.utc), applied=applied)
             if result is None:
                 summary = {"rows": 0, "chunks": 0, "note": "no source rows changed"}

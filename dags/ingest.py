@@ -1,7 +1,7 @@
 """Ingest DAGs: one per model spec.
 
-Picks up new batches from the landing area, gates each one with the spec's Great Expectations
-suite, versions passing batches with DVC and publishes them to the offline source. A rejected
+Picks up new batches of the model's event dataset and reference tables from the landing area,
+gates each one with its table's Great Expectations suite, versions passing batches with DVC and publishes them to the offline source. A rejected
 batch is quarantined, its task fails with a summary of every failing expectation, an alert
 fires, and the run fails; it gets no Asset event, so nothing downstream ever reads it.
 
@@ -29,7 +29,7 @@ def build_ingest_dag(spec: ModelSpec):
         **dag_kwargs(
             spec,
             "ingest",
-            description=f"Validate, version and publish {spec.dataset.name} batches for {spec.name}",
+            description=f"Validate, version and publish {', '.join(spec.dataset_names)} batches for {spec.name}",
             schedule=spec.schedules.ingest,
             doc_md=__doc__,
         ),

@@ -15,8 +15,8 @@ parse time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
-import importlib
 import logging
 import sys
 import time
@@ -52,21 +52,16 @@ def load_transform(spec: "ModelSpec") -> Callable[..., Derived] | None:
     The dotted path is imported with the spec's directory first on ``sys.path``, and must
     resolve to a module under that directory (not an installed module of the same name).
     """
-    from airloop.spec import SpecError
+    from airloop.spec import SpecError, import_model_module
 
     dotted = spec.features.transform
     if dotted is None:
         return None
     module_name, _, function = dotted.rpartition(".")
-    home = spec.home.resolve()
-    sys.path.insert(0, str(home))
     try:
-        module = importlib.import_module(module_name)
-    finally:
-        sys.path.remove(str(home))
-    origin = Path(getattr(module, "__file__", "") or "").resolve()
-    if not origin.is_relative_to(home):
-        raise SpecError(f"{spec.name}: features.transform {dotted!r} resolves to {origin}, outside {home}")
+        module = import_model_module(spec, module_name)
+    except SpecError as exc:
+        raise SpecError(f"features.transform {dotted!r}: {exc}") from None
     job = getattr(module, function, None)
     if not callable(job):
         raise SpecError(f"{spec.name}: features.transform {dotted!r}: {module_name} has no function {function!r}")
@@ -74,15 +69,23 @@ def load_transform(spec: "ModelSpec") -> Callable[..., Derived] | None:
 
 
 def derive(spec: "ModelSpec", settings: Settings | None = None, *, force: bool = False) -> Derived:
-    """Run the model's feature job; without one, its views read the dataset as it is."""
+    """Run the model's feature job (views without one read the published tables as they are).
+
+    ``changed_since`` covers both what the job rewrote and the published tables (events,
+    reference tables) changed since the last online refresh; ``detail["tables"]`` is what
+    :func:`refresh_online` records once it has loaded them.
+    """
+    from airloop.table_changes import changed_tables
+
     s = settings or get_settings()
+    tables = changed_tables(spec, s)
     job = load_transform(spec)
-    if job is None:
-        return Derived(changed_since=None)
-    result = job(spec, s, force=force)
+    result = Derived(changed_since=None) if job is None else job(spec, s, force=force)
     if not isinstance(result, Derived):
         raise TypeError(f"{spec.features.transform} returned {type(result).__name__}, not airloop.daily_windows.Derived")
-    return result
+    since = [t for t in (result.changed_since, tables.since) if t is not None]
+    detail = {**result.detail, "changed_files": len(tables.files), "tables": tables.snapshot}
+    return dataclasses.replace(result, changed_since=min(since) if since else None, detail=detail)
 
 
 # --- the store --------------------------------------------------------------------------
@@ -365,7 +368,8 @@ def materialize(
     """Load offline rows stamped up to ``end`` into the online store, chunk by chunk.
 
     Incremental: each feature view continues after its last materialized end (first run:
-    ``end - ttl``); pass ``start`` to redo from there (writes are idempotent).
+    ``end - ttl``, or a view without expiry from its earliest source row); pass ``start`` to
+    redo from there (writes are idempotent).
 
     Memory stays bounded whatever the backlog: the range is cut on a fixed grid of
     ``chunk``-long intervals, and consecutive intervals are merged while their source rows
@@ -403,6 +407,10 @@ def materialize(
             lower = as_utc(fv.most_recent_end_time)
         elif fv.ttl:
             lower = end - fv.ttl
+        elif (earliest := _earliest_source_row(fv)) is not None:
+            lower = earliest - tick  # a table without expiry (a static one): all of it
+        elif source_dataset(fv) is not None:
+            continue  # a local source without rows yet
         else:
             raise ValueError(f"{fv.name} has no TTL and was never materialized: pass start")
         dataset = source_dataset(fv)
@@ -444,11 +452,13 @@ def refresh_online(
 ) -> MaterializeResult | None:
     """Materialize the model's own views after its feature job ran.
 
-    New definitions (``applied``) load each view's whole source; otherwise what the job
-    rewrote, from ``derived.changed_since`` (rows of past days land after their event time, so
-    continuing from the last run's end would skip them); a model without a job continues
-    incrementally. Returns None when there is nothing to load.
+    New definitions (``applied``) load each view's whole source; otherwise what changed, from
+    ``derived.changed_since`` (rows of past days land after their event time, so continuing
+    from the last run's end would skip them). Returns None when there is nothing to load.
+    Once loaded, the published tables in ``derived.detail["tables"]`` are recorded as covered.
     """
+    from airloop.table_changes import record_refreshed
+
     s = settings or get_settings()
     store = kwargs.pop("store", None) or get_store(s, write_batch_size=kwargs.get("write_batch_size"))
     views = stored_views(spec, store)
@@ -460,11 +470,12 @@ def refresh_online(
         start = min(known) if known else None
     elif derived.changed_since is not None:
         start = derived.changed_since
-    elif spec.features.transform is not None:
-        return None
     else:
-        start = None
-    return materialize(end, s, start=start, feature_views=views, store=store, **kwargs)
+        return None
+    result = materialize(end, s, start=start, feature_views=views, store=store, **kwargs)
+    if "tables" in derived.detail:
+        record_refreshed(spec, derived.detail["tables"], s)
+    return result
 
 
 def _earliest_source_row(fv) -> dt.datetime | None:

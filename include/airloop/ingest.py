@@ -1,6 +1,7 @@
 """Ingest stage: validate a landing batch, then version and publish it, or quarantine it.
 
-A batch is one CSV per day in ``landing_dir/<dataset>/``. A batch that passes validation is
+A batch is one CSV per day in ``landing_dir/<dataset>/``, for the model's event dataset and
+for each of its reference tables (``references:`` in the spec), each gated by its own rules. A batch that passes validation is
 versioned with DVC in the data workspace (its own git repo; one commit per new version,
 pushed to the DVC remote) and its typed rows are written to the offline feature source,
 one parquet file per batch day. A batch that fails is moved to ``quarantine_dir/<dataset>/``
@@ -134,6 +135,7 @@ def ingest_batch(spec: "ModelSpec", path: str | Path, settings: "Settings | None
 
     settings = settings or get_settings()
     path = Path(path)
+    spec = _table_of(spec, path)
     day = batch_day(spec, path)
     landing = settings.landing_dir / spec.dataset.name
     if path.parent.resolve() != landing.resolve():
@@ -161,6 +163,12 @@ def ingest_batch(spec: "ModelSpec", path: str | Path, settings: "Settings | None
             return _ingest_copy(spec, path, copy, md5, day, relpath, offline_path, settings)
         finally:
             copy.unlink(missing_ok=True)
+
+
+def _table_of(spec: "ModelSpec", path: Path) -> "ModelSpec":
+    """The spec as seen by the table whose landing folder ``path`` is in (default: the events)."""
+    name = path.parent.name
+    return spec.for_dataset(name) if name in spec.dataset_names else spec
 
 
 def _ingest_copy(
@@ -201,7 +209,8 @@ def _ingest_copy(
 def find_pending_batches(
     spec: "ModelSpec", settings: "Settings | None" = None, day: dt.date | None = None
 ) -> list[Path]:
-    """Landing files whose bytes are not the version already ingested, oldest day first.
+    """Landing files whose bytes are not the version already ingested, oldest day first
+    (reference tables before the events of the same day).
 
     Files matching the dataset pattern but without a date in their name are skipped with a
     warning (``ingest_batch`` would refuse them). Entries that are not regular files or are
@@ -210,6 +219,14 @@ def find_pending_batches(
     from airloop.settings import get_settings
 
     settings = settings or get_settings()
+    pending: list[tuple[dt.date, int, Path]] = []
+    for order, name in enumerate(reversed(spec.dataset_names)):
+        pending += [(d, order, p) for d, p in _pending_in(spec.for_dataset(name), settings, day)]
+    return [path for *_, path in sorted(pending)]
+
+
+def _pending_in(spec: "ModelSpec", settings: "Settings", day: dt.date | None) -> list[tuple[dt.date, Path]]:
+    """``find_pending_batches`` for the one table ``spec.dataset``."""
     workspace = settings.dvc_workspace
     limit = settings.max_batch_bytes
     refused = _refused_in_place(spec, settings)
@@ -234,7 +251,7 @@ def find_pending_batches(
         known = _committed_version(workspace, f"{spec.dataset.name}/{path.name}")
         if known is None or known.md5 != _landing_md5(path, limit):
             pending.append((batch, path))
-    return [path for _, path in sorted(pending)]
+    return pending
 
 
 def read_version(
@@ -258,10 +275,12 @@ class BatchVersion:
     rev: str
     validation_result_id: str
     rows: int
+    dataset: str = ""
 
 
 def committed_batches(spec: "ModelSpec", settings: "Settings | None" = None) -> tuple[str, list[BatchVersion]]:
-    """The data workspace's HEAD revision and every batch versioned there, oldest day first.
+    """The data workspace's HEAD revision and every batch of ``spec.dataset`` versioned there,
+    oldest day first (a reference table's: ``committed_batches(spec.for_dataset(name))``).
 
     Together they name the exact data a model is trained on: any batch reads back with
     :func:`read_version` at that revision.
@@ -279,7 +298,9 @@ def committed_batches(spec: "ModelSpec", settings: "Settings | None" = None) -> 
         relpath = name.removesuffix(".dvc")
         version = _committed_version(workspace, relpath)
         if version:
-            batches.append(BatchVersion(Path(relpath).name, version.md5, version.rev, version.result_id, version.rows))
+            batches.append(BatchVersion(
+                Path(relpath).name, version.md5, version.rev, version.result_id, version.rows, spec.dataset.name
+            ))
     return head, batches
 
 

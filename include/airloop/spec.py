@@ -51,7 +51,31 @@ class ValidationSpec(_Strict):
     ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
     categories: dict[str, list[str]] = Field(default_factory=dict)
     row_count: tuple[int, int] = (1, 10_000_000)
-    window: Literal["1d"] = "1d"
+    # "1d": every timestamp falls inside the batch's day (UTC). None: no window (a static table
+    # whose timestamps say since when a row holds).
+    window: Literal["1d"] | None = "1d"
+
+    def unknown_columns(self, columns: dict[str, str]) -> list[str]:
+        """The columns these rules name that ``columns`` does not declare."""
+        named = [*self.required, *(c for group in self.unique for c in group), *self.ranges, *self.categories]
+        return sorted({c for c in named if c not in columns})
+
+
+class ReferenceSpec(DatasetSpec):
+    """A table the features read beside the events (attributes by key, or time-keyed values).
+
+    It lands, is validated, versioned and published like an event batch, under its own name.
+    """
+
+    description: str = ""
+    validation: ValidationSpec = ValidationSpec()
+
+    @model_validator(mode="after")
+    def _rules_name_columns(self) -> "ReferenceSpec":
+        unknown = self.validation.unknown_columns(self.columns)
+        if unknown:
+            raise ValueError(f"validation names columns not in {self.name}'s columns: {', '.join(unknown)}")
+        return self
 
 
 TimePart = Literal["hour", "day_of_week", "day_of_month", "month", "minute"]
@@ -138,6 +162,13 @@ class PromotionSpec(_Strict):
         return self
 
 
+class ColumnDrift(_Strict):
+    """One input's own drift test (an Evidently method name) and threshold."""
+
+    stattest: str | None = None
+    threshold: float | None = Field(None, gt=0)
+
+
 class DriftSpec(_Strict):
     schedule: str | None = "@daily"
     window_hours: int = Field(24, ge=1)
@@ -156,6 +187,21 @@ class DriftSpec(_Strict):
     # Larger windows are checked on a seeded random sample of this many rows (the reference
     # training set on max(50_000, sample_size) rows).
     sample_size: int = Field(50_000, ge=1_000)
+    # Inputs measured and reported but left out of the drifted share: seasonal inputs (the hour
+    # of a short window is never the training period's mix) or reference data whose change is
+    # the world's, not the model's.
+    exclude: list[str] = Field(default_factory=list)
+    # Per-input test and threshold instead of stattest / stattest_threshold.
+    columns: dict[str, ColumnDrift] = Field(default_factory=dict)
+    # Data drift counts as a signal only alongside these (none: on its own).
+    require: list[Literal["prediction_drift", "quality_drop"]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _exclusions_are_not_tuned(self) -> "DriftSpec":
+        both = sorted(set(self.exclude) & set(self.columns))
+        if both:
+            raise ValueError(f"drift: {', '.join(both)} both excluded and given a test in drift.columns")
+        return self
 
 
 class SchedulesSpec(_Strict):
@@ -169,6 +215,8 @@ class ModelSpec(_Strict):
     owner: str = "airloop"
     tags: list[str] = Field(default_factory=list)
     dataset: DatasetSpec
+    # Reference tables beside the events, each with its own schema and rules.
+    references: list[ReferenceSpec] = Field(default_factory=list)
     # The keys the model's features are looked up by; each is a dataset column. Keys are not
     # model inputs unless features.request lists them too.
     entities: list[EntitySpec] = Field(min_length=1)
@@ -197,9 +245,7 @@ class ModelSpec(_Strict):
             values = [getattr(e, attr) for e in self.entities]
             if len(set(values)) != len(values):
                 raise ValueError(f"entities: each entity needs its own {attr}, got {values}")
-        named = [self.target, *self.join_keys, *self.validation.required]
-        named += [c for group in self.validation.unique for c in group]
-        named += list(self.validation.ranges) + list(self.validation.categories)
+        named = [self.target, *self.join_keys, *self.validation.unknown_columns(cols)]
         named += [d.of for d in self.features.derived.values()]
         unknown = sorted({c for c in named if c not in cols})
         if unknown:
@@ -211,6 +257,9 @@ class ModelSpec(_Strict):
                 raise ValueError(f"features.derived.{name}: already a dataset column")
             if name not in self.features.request:
                 raise ValueError(f"features.derived.{name}: not listed in features.request")
+        tables = [self.dataset.name, *(r.name for r in self.references)]
+        if len(set(tables)) != len(tables):
+            raise ValueError(f"dataset and references need distinct names, got {tables}")
         undeclared = [f for f in self.features.request if f not in cols and f not in self.features.derived]
         if undeclared:
             raise ValueError(
@@ -222,6 +271,25 @@ class ModelSpec(_Strict):
     def join_keys(self) -> list[str]:
         """The entities' join keys, in the spec's order."""
         return [e.join_key for e in self.entities]
+
+    @property
+    def dataset_names(self) -> list[str]:
+        """The event dataset's name, then each reference table's: what ingest lands."""
+        return [self.dataset.name, *(r.name for r in self.references)]
+
+    def for_dataset(self, name: str) -> "ModelSpec":
+        """The spec as ingest and validation see one of its tables.
+
+        For a reference table: its schema as ``dataset`` and its rules as ``validation``, so
+        the same gate (GX suite, DVC versioning, quarantine, offline publishing) serves it.
+        """
+        if name == self.dataset.name:
+            return self
+        for ref in self.references:
+            if ref.name == name:
+                table = DatasetSpec(name=ref.name, pattern=ref.pattern, timestamp=ref.timestamp, columns=ref.columns)
+                return self.model_copy(update={"dataset": table, "validation": ref.validation})
+        raise SpecError(f"{self.name}: no dataset or reference table named {name!r} (known: {self.dataset_names})")
 
     @property
     def definitions_dir(self) -> Path:
@@ -290,6 +358,27 @@ def _transform_problem(home: Path, dotted: str) -> str | None:
     if not any(isinstance(node, ast.FunctionDef) and node.name == function for node in tree.body):
         return f"{dotted!r}: {source} defines no top-level function {function!r}"
     return None
+
+
+def import_model_module(spec: ModelSpec, module_name: str):
+    """Import ``module_name`` (e.g. ``my_model.jobs``) from the spec's directory.
+
+    The directory is first on ``sys.path`` only during the import, and the module must resolve
+    to a file under it, not to an installed module of the same name.
+    """
+    import importlib
+    import sys
+
+    home = spec.home.resolve()
+    sys.path.insert(0, str(home))
+    try:
+        module = importlib.import_module(module_name)
+    finally:
+        sys.path.remove(str(home))
+    origin = Path(getattr(module, "__file__", "") or "").resolve()
+    if not origin.is_relative_to(home):
+        raise SpecError(f"{spec.name}: {module_name!r} resolves to {origin}, outside {home}")
+    return module
 
 
 def load_specs(models_dir: str | Path | None = None) -> list[ModelSpec]:

@@ -151,10 +151,21 @@ def batch_day(spec: "ModelSpec", path: str | Path) -> dt.date:
     )
 
 
-def batch_window(day: dt.date, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
-    """[start, end) of a batch day in UTC, cut at ``now`` so no row can come from the future."""
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+# The start of the window of a table without one (``validation.window: null``).
+NO_WINDOW_START = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def batch_window(
+    day: dt.date, now: dt.datetime | None = None, window: str | None = "1d"
+) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of a batch day in UTC, cut at ``now`` so no row can come from the future.
+
+    ``window=None`` (a table without a batch-day window): any time before ``now``.
+    """
     now = now or dt.datetime.now(dt.timezone.utc)
+    if window is None:
+        return NO_WINDOW_START, now
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
     return start, min(start + dt.timedelta(days=1), now)
 
 
@@ -618,7 +629,8 @@ def build_suite(spec: "ModelSpec"):
             min_value={"$PARAMETER": "window_start"},
             max_value={"$PARAMETER": "window_end"},
             strict_max=True,
-            notes="Every event must fall inside the batch day (UTC) and not after the run.",
+            notes="Every event must fall inside the batch day (UTC) and not after the run."
+            if rules.window else "No row may be stamped after the run.",
         )
     )
     return gx.ExpectationSuite(name=_gx_name(spec), expectations=expectations)
@@ -672,7 +684,7 @@ def _run_checkpoint(
         # tqdm bars per metric would flood the task logs.
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         context.variables.save()
-    start, end = batch_window(day)
+    start, end = batch_window(day, window=spec.validation.window)
     parameters = {"window_start": start.isoformat(), "window_end": end.isoformat()}
     checkpoint_result = _checkpoint(context, spec).run(
         batch_parameters={"dataframe": frame},

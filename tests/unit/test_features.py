@@ -78,7 +78,7 @@ def test_importing_features_imports_no_heavy_library():
 
 
 def test_feature_repo_matches_the_spec(history, demo_spec):
-    contents = features.load_definitions(history)
+    contents = features.load_definitions(history, specs=[demo_spec])
     services = {fs.name: fs for fs in contents.feature_services}
     assert demo_spec.features.service in services
     (request,) = [s for s in contents.data_sources if type(s).__name__ == "RequestSource"]
@@ -290,7 +290,9 @@ def test_training_rows_never_see_statistics_of_their_own_day(history, demo_spec)
 def check_materialize_and_serve(settings: Settings, spec, days_per_chunk: int) -> None:
     """The online path on any backend: backlog in chunks, idempotent reruns, latest values."""
     first_end = midnight(DAY0 + dt.timedelta(days=1))
-    first = features.materialize(first_end, settings)
+    # The model's own views: the registry holds every model's.
+    mine = features.stored_views(spec, features.get_store(settings))
+    first = features.materialize(first_end, settings, feature_views=mine)
     assert [c.rows for c in first.chunks if c.rows] == [len(pd.read_parquet(stats_file(settings, DAY0)))]
 
     # A 30-day backlog, in chunks of whole days holding at most max_rows source rows.
@@ -298,7 +300,7 @@ def check_materialize_and_serve(settings: Settings, spec, days_per_chunk: int) -
     days = [DAY0 + dt.timedelta(days=i) for i in range(1, HISTORY_DAYS)]
     day_rows = {d: pd.read_parquet(stats_file(settings, d))["restaurant_id"] for d in days}
     max_rows = max(len(r) for r in day_rows.values()) * days_per_chunk
-    backlog = features.materialize(end, settings, max_rows_per_chunk=max_rows)
+    backlog = features.materialize(end, settings, max_rows_per_chunk=max_rows, feature_views=mine)
     assert len(backlog.chunks) >= len(days) // days_per_chunk
     assert backlog.chunks[0].start == first_end and backlog.chunks[-1].end == end
     for c in backlog.chunks:
@@ -320,9 +322,10 @@ def check_materialize_and_serve(settings: Settings, spec, days_per_chunk: int) -
         )
 
     # Nothing new: nothing to do. Redoing the last days writes the same values again.
-    assert features.materialize(end, settings).chunks == []
+    assert features.materialize(end, settings, feature_views=mine).chunks == []
     redo_from = midnight(days[-5])  # inclusive: redoes the statistics stamped then too
-    redo = features.materialize(end, settings, start=redo_from, max_rows_per_chunk=None, store=store)
+    redo = features.materialize(end, settings, start=redo_from, max_rows_per_chunk=None, store=store,
+                                feature_views=mine)
     assert redo.chunks[0].start < redo_from < redo.chunks[0].end and redo.chunks[-1].end == end
     assert all(c.rows for c in redo.chunks)
     assert features.get_online_features(spec, rows, store=store) == served
@@ -460,7 +463,7 @@ def test_a_feature_job_shadowed_by_an_installed_module_is_refused(tmp_path):
     raw["features"]["transform"] = "json.dumps"
     (tmp_path / "late_delivery.yaml").write_text(yaml.safe_dump(raw))
     spec = load_spec(tmp_path / "late_delivery.yaml")
-    with pytest.raises(SpecError, match="features.transform 'json.dumps' resolves to .*, outside"):
+    with pytest.raises(SpecError, match="features.transform 'json.dumps': late_delivery: 'json' resolves to .*, outside"):
         features.load_transform(spec)
 
 
