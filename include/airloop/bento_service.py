@@ -497,6 +497,8 @@ class PredictionService:
             batch_size=config.log_batch_size,
             max_pending=config.max_pending,
             max_spill_bytes=config.max_spill_bytes,
+            # Each model's service replays only its own spill files, wherever services share a home.
+            spill_dir=settings.home / "predictions" / "spill" / self.spec.name,
         )
         try:
             self.predictor = serve.Predictor(

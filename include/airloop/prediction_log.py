@@ -515,10 +515,15 @@ def read_predictions(
         feats = pd.DataFrame.from_records(parsed, index=frame.index) if parsed else pd.DataFrame(index=frame.index)
         feats = feats[[c for c in feats.columns if c not in frame.columns]]
         for column in feats.columns:
+            # The JSON keeps each value's type: a column that logged a string is a categorical
+            # input and stays as logged (str, None for missing), even if its categories look
+            # like numbers ("1" must not come back as 1.0).
+            if any(isinstance(v, str) for v in feats[column]):
+                continue
             try:
                 feats[column] = feats[column].astype("float64")
             except (TypeError, ValueError):
-                pass  # a non-numeric input stays as logged
+                pass  # another non-numeric input stays as logged
         frame = pd.concat([frame, feats], axis=1)
     else:
         frame["features"] = parsed

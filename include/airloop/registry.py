@@ -69,6 +69,9 @@ HOLDOUT_ARTIFACT = "reference/holdout.parquet"
 # Types a model artifact may ask skops to load beyond skops' own safe defaults: scikit-learn's.
 # Fixed by the code: a model that needs anything else (a custom class, a function) is refused.
 TRUSTED_MODULES = ("sklearn.",)
+# Exact type names trusted besides: skops checks a partial's function and arguments on their own
+# (HistGradientBoosting with categorical features holds a partial of sklearn's check_array).
+TRUSTED_TYPES = frozenset({"functools.partial"})
 
 
 def client(settings: Settings | None = None) -> "MlflowClient":
@@ -204,11 +207,16 @@ def quiet_model_io():
 # -- loading models without pickle ----------------------------------------------------------
 
 
+def is_trusted_type(name: str) -> bool:
+    """Whether a type a model artifact asks for may load (see :data:`TRUSTED_MODULES`)."""
+    return name.startswith(TRUSTED_MODULES) or name in TRUSTED_TYPES
+
+
 def load_sklearn_model(model_uri: str, settings: Settings | None = None) -> Any:
     """Load a scikit-learn model logged by MLflow, refusing anything that could run code.
 
     Only the skops format is read; pickle and cloudpickle artifacts are refused. The types the
-    artifact asks for must be skops' defaults or come from :data:`TRUSTED_MODULES`: the list
+    artifact asks for must be skops' defaults or :func:`is_trusted_type`: the list
     the artifact itself declares (``skops_trusted_types`` in its MLmodel) is ignored, and no
     ``code_paths`` of the artifact reach ``sys.path``.
     """
@@ -232,7 +240,7 @@ def load_sklearn_model(model_uri: str, settings: Settings | None = None) -> Any:
             import skops.io
 
             asked = skops.io.get_untrusted_types(file=path)
-            refused = [t for t in asked if not t.startswith(TRUSTED_MODULES)]
+            refused = [t for t in asked if not is_trusted_type(t)]
             if refused:
                 raise UntrustedModel(f"{model_uri}: the model needs untrusted types {refused}; refused")
             model = skops.io.load(path, trusted=asked)

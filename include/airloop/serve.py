@@ -32,7 +32,7 @@ import re
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Iterable, Literal, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic.json_schema import SkipJsonSchema
@@ -109,14 +109,33 @@ def _field_description(spec: "ModelSpec", name: str) -> str:
     return f"Sent by the caller at request time: {what}{limits}{source}."
 
 
+def _categories(spec: "ModelSpec", name: str) -> list[str]:
+    """The values a string request field may take (the spec's validation categories), or []."""
+    if spec.dataset.columns.get(name) != "string":
+        return []
+    return list(spec.validation.categories.get(name) or [])
+
+
 def _field_type(spec: "ModelSpec", name: str) -> tuple[Any, Any]:
-    """(annotation, Field) for a request field from the spec's column types and ranges."""
+    """(annotation, Field) for a request field from the spec's column types, ranges and categories.
+
+    A string field with declared categories is an enum of them: the OpenAPI document lists
+    them, and any other value is a validation error (4xx) naming the allowed values, rather
+    than a category the model never saw.
+    """
     kind, bounds = _bounds(spec, name)
     description = _field_description(spec, name)
     if kind == "int":
         lo, hi = bounds if bounds else _INT64
         return int, Field(..., ge=int(math.ceil(lo)), le=int(math.floor(hi)), description=description)
     if kind == "string":
+        categories = _categories(spec, name)
+        if categories:
+            allowed = ", ".join(categories)
+            # Literal, not Enum: the strict request models take the JSON string itself.
+            return Literal[tuple(categories)], Field(
+                ..., description=f"{description} One of: {allowed} (the spec's validation categories)."
+            )
         return str, Field(..., min_length=1, max_length=256, description=description)
     if kind in ("float", None):
         if bounds:
@@ -129,6 +148,9 @@ def _example_value(spec: "ModelSpec", name: str, at: float) -> Any:
     """A valid value for a request field: ``at`` (0..1) of the way through its range."""
     kind, bounds = _bounds(spec, name)
     if kind == "string":
+        categories = _categories(spec, name)
+        if categories:  # the category ``at`` of the way through the declared list
+            return categories[min(len(categories) - 1, int(at * len(categories)))]
         return "example"
     if kind == "int":
         if not bounds:
@@ -474,16 +496,30 @@ def check_servable(spec: "ModelSpec", model: LoadedModel, available: Iterable[st
         )
 
 
-def model_frame(inputs: Iterable[str], rows: list[dict[str, Any]]) -> "pd.DataFrame":
-    """A float frame with exactly ``inputs`` as columns, filled by name (None -> NaN)."""
+def model_frame(
+    inputs: Iterable[str], rows: list[dict[str, Any]], categorical: Iterable[str] = ()
+) -> "pd.DataFrame":
+    """A frame with exactly ``inputs`` as columns, filled by name.
+
+    Columns in ``categorical`` (the model's string inputs, see
+    :func:`airloop.model_inputs.categorical_inputs`) keep their values as objects, None for a
+    missing one: the model encodes them itself. Every other column is float64 (None -> NaN).
+    """
     import numpy as np
     import pandas as pd
 
     columns = list(inputs)
+    strings = set(categorical)
+    numeric = [c for c in columns if c not in strings]
     values = np.array(
-        [[np.nan if (v := row.get(c)) is None else v for c in columns] for row in rows], dtype="float64"
-    ).reshape(len(rows), len(columns))
-    return pd.DataFrame(values, columns=columns)
+        [[np.nan if (v := row.get(c)) is None else v for c in numeric] for row in rows], dtype="float64"
+    ).reshape(len(rows), len(numeric))
+    frame = pd.DataFrame(values, columns=numeric)
+    if not strings:
+        return frame
+    for c in strings & set(columns):
+        frame[c] = pd.Series([row.get(c) for row in rows], dtype="object")
+    return frame[columns]
 
 
 def lookup_and_predict(
@@ -500,6 +536,7 @@ def lookup_and_predict(
     to read through (default: fetched from the registry, which costs ~0.4 ms).
     """
     from airloop import features
+    from airloop.model_inputs import categorical_inputs
 
     if not rows:
         return []
@@ -514,7 +551,9 @@ def lookup_and_predict(
         values = {name: row[name] for name in spec.features.request}
         values.update(feats)
         inputs.append({c: _clean(values.get(c)) for c in model.inputs})
-    predictions = model.predict(model_frame(model.inputs, inputs), spec.task)
+    # String inputs (request fields, Feast String features) stay strings: the model encodes them.
+    frame = model_frame(model.inputs, inputs, categorical_inputs(model.model))
+    predictions = model.predict(frame, spec.task)
     now = dt.datetime.now(dt.timezone.utc)
     keys = spec.join_keys
     return [
@@ -535,6 +574,8 @@ def lookup_and_predict(
 def _sample_value(spec: "ModelSpec", name: str) -> Any:
     """A valid request value (the range's lower bound) for warm-up calls."""
     annotation, info = _field_type(spec, name)
+    if get_origin(annotation) is Literal:  # declared categories: one the model knows
+        return get_args(annotation)[0]
     if annotation is str:
         return "airloop-warm-up"
     lower = next((m.ge for m in info.metadata if hasattr(m, "ge")), None)
@@ -632,11 +673,18 @@ class Predictor:
 # --- the running service, from outside ------------------------------------------------------
 
 
-def service_status(url: str | None = None, *, timeout: float = 5.0) -> dict:
-    """``POST /status`` of the running service at ``url`` (default ``AIRLOOP_SERVE_URL``)."""
+def service_status(url: str | None = None, *, model: str | None = None, timeout: float = 5.0) -> dict:
+    """``POST /status`` of the running service at ``url``.
+
+    Without ``url``: ``model``'s own service (:meth:`Settings.serve_url_for`), else
+    ``AIRLOOP_SERVE_URL``.
+    """
     import requests
 
-    url = (url or get_settings().serve_url).rstrip("/")
+    if not url:
+        s = get_settings()
+        url = s.serve_url_for(model) if model else s.serve_url
+    url = url.rstrip("/")
     try:
         resp = requests.post(f"{url}/status", json={}, timeout=timeout)
     except requests.RequestException as exc:
@@ -648,17 +696,21 @@ def service_status(url: str | None = None, *, timeout: float = 5.0) -> dict:
 def wait_until_serving(spec: "ModelSpec", version: str, *, url: str | None = None, timeout: float = 180) -> dict:
     """Wait until the service at ``url`` answers with ``version`` of the spec's model.
 
-    A service serving another model fails at once (:class:`WrongModelServed`): waiting would
-    not change which model it serves.
+    ``url`` defaults to the model's own service (``AIRLOOP_SERVE_URL__<MODEL>``, else
+    ``AIRLOOP_SERVE_URL``). A service serving another model fails at once
+    (:class:`WrongModelServed`): waiting would not change which model it serves.
     """
+    from airloop.settings import serve_url_env
+
+    url = url or get_settings().serve_url_for(spec.name)
     deadline = time.monotonic() + timeout
     status = service_status(url)
     while True:
         served = status.get("model")
         if served != spec.registered_model_name:
             raise WrongModelServed(
-                f"the service at {url or get_settings().serve_url} serves model {served!r}, "
-                f"not {spec.registered_model_name!r}: point AIRLOOP_SERVE_URL at {spec.name}'s service"
+                f"the service at {url} serves model {served!r}, not {spec.registered_model_name!r}: "
+                f"point {serve_url_env(spec.name)} (or AIRLOOP_SERVE_URL) at {spec.name}'s service"
             )
         if str(status.get("model_version")) == str(version):
             break

@@ -83,13 +83,25 @@ def time_split(frame: "pd.DataFrame", timestamp: str, holdout_days: int, warmup_
     return train.sort_values(timestamp), holdout.sort_values(timestamp)
 
 
-def make_estimator(spec: "ModelSpec"):
+def make_estimator(spec: "ModelSpec", inputs: "pd.DataFrame | None" = None):
+    """The spec's estimator, unfitted; with ``inputs`` (the training inputs), ready for them.
+
+    When some input column holds strings, the estimator comes behind an encoder of those
+    columns in one scikit-learn ``Pipeline`` (:func:`airloop.model_inputs.encode_inputs`), so
+    callers send categories and the model encodes them. All-numeric inputs (and no ``inputs``)
+    give the bare estimator, exactly as before.
+    """
     module_name, _, class_name = spec.estimator.class_.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name)
     params = dict(spec.estimator.params)
     if "random_state" in cls().get_params():
         params.setdefault("random_state", spec.estimator.seed)
-    return cls(**params)
+    estimator = cls(**params)
+    if inputs is None:
+        return estimator
+    from airloop.model_inputs import encode_inputs
+
+    return encode_inputs(estimator, inputs)
 
 
 def evaluate(spec: "ModelSpec", model, X: "pd.DataFrame", y) -> dict[str, float]:
@@ -138,12 +150,13 @@ def recency_weights(spec: "ModelSpec", train: "pd.DataFrame"):
 
 
 def fit(spec: "ModelSpec", train: "pd.DataFrame", columns: list[str]):
-    model = make_estimator(spec)
-    weights = recency_weights(spec, train)
-    if weights is None:
-        model.fit(train[columns], train[spec.target])
-    else:
-        model.fit(train[columns], train[spec.target], sample_weight=weights)
+    """Fit the spec's estimator (behind an encoder if some input holds strings) on ``columns``."""
+    from airloop.model_inputs import fit_params
+
+    inputs = train[columns]
+    model = make_estimator(spec, inputs)
+    # The recency weights reach the estimator itself, inside a pipeline too.
+    model.fit(inputs, train[spec.target], **fit_params(model, recency_weights(spec, train)))
     return model
 
 
@@ -349,13 +362,18 @@ def train_model(
     if not versions:
         raise ValueError(f"{spec.name}: no validated batches in the data window {start} .. {end}")
     events = read_events(spec, s.offline_dir, [v.batch for v in versions])
+    # Reference tables hold what was known up to the window's end; earlier rows still count.
+    references = [
+        v for ref in spec.references
+        for v in _batches_in_window(committed_batches(spec.for_dataset(ref.name), s)[1], None, end)
+    ]
     frame = build_dataset(spec, events, s)
     train, holdout = time_split(frame, spec.dataset.timestamp, spec.split.holdout_days, spec.split.warmup_days)
     columns = feature_columns(spec, frame)
     model = fit(spec, train, columns)
     metrics = evaluate(spec, model, holdout[columns], holdout[spec.target])
     lineage = Lineage(
-        dvc_md5=_data_digest(versions),
+        dvc_md5=_data_digest(versions + references),
         dvc_rev=rev,
         validation_result_id=versions[-1].validation_result_id,
         feature_service=spec.features.service,
@@ -363,7 +381,7 @@ def train_model(
         drift_report_id=drift_report_id or "",
         code_version=code_version(),
     )
-    batches = [asdict(v) for v in versions]
+    batches = [asdict(v) for v in versions + references]
     run_id, version = log_training_run(
         spec, model, train, holdout, columns, metrics, lineage, s, batches=batches
     )
@@ -375,6 +393,7 @@ def train_model(
         "metrics": metrics,
         "lineage": asdict(lineage),
         "batches": len(versions),
+        "reference_batches": len(references),
         "train_rows": len(train),
         "holdout_rows": len(holdout),
     }
@@ -412,16 +431,19 @@ def reproduce(spec: "ModelSpec", version: str, *, settings: Settings | None = No
             feast_online_store=str(scratch / "feast" / "online.db"),
             feast_redis_url="",
         )
-        out = scratch_settings.offline_dir / spec.dataset.name
-        out.mkdir(parents=True)
         for batch in batches:
-            frame, failures = read_typed(spec, read_version(spec, batch["batch"], rev, s))
+            # Records written before reference tables existed name no dataset: the events.
+            table = spec.for_dataset(batch.get("dataset") or spec.dataset.name)
+            frame, failures = read_typed(table, read_version(table, batch["batch"], rev, s))
             if failures:
                 raise ValueError(f"{batch['batch']} at {rev} no longer reads cleanly: {failures}")
+            out = scratch_settings.offline_dir / table.dataset.name
+            out.mkdir(parents=True, exist_ok=True)
             frame.to_parquet(out / f"{Path(batch['batch']).stem}.parquet", index=False)
         features.derive(spec, scratch_settings)
         features.apply(scratch_settings)
-        events = read_events(spec, scratch_settings.offline_dir, [b["batch"] for b in batches])
+        event_batches = [b["batch"] for b in batches if b.get("dataset", spec.dataset.name) == spec.dataset.name]
+        events = read_events(spec, scratch_settings.offline_dir, event_batches)
         frame = build_dataset(spec, events, scratch_settings)
     update = {"estimator": spec.estimator.model_validate(recorded)}
     if "split_spec" in run.data.params:

@@ -22,12 +22,15 @@ from typing import TYPE_CHECKING
 
 from airloop import registry
 from airloop.fileio import atomic_path, write_atomic
+from airloop.model_inputs import categorical_inputs
 from airloop.monitoring.reports import model_dir
 from airloop.monitoring.results import PREDICTION, MonitorError
 from airloop.monitoring.sampling import sample_rows, stable_seed
 from airloop.settings import Settings, get_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import pandas as pd
 
     from airloop.spec import ModelSpec
@@ -104,18 +107,36 @@ def reference_rows(spec: ModelSpec) -> int:
     return max(REFERENCE_ROWS, spec.drift.sample_size)
 
 
-def model_inputs(frame: pd.DataFrame, columns) -> pd.DataFrame:
-    """``frame``'s columns by name, as floats where they are numbers; a column it lacks is all-NaN."""
+def model_inputs(frame: pd.DataFrame, columns: Iterable[str], categorical: Iterable[str] = ()) -> pd.DataFrame:
+    """``frame``'s columns by name, as floats where they are numbers; a column it lacks is all-NaN.
+
+    A column holding strings (:func:`airloop.model_inputs.is_categorical`), or named in
+    ``categorical`` (a model's string inputs, :func:`airloop.model_inputs.categorical_inputs`),
+    stays as logged, None for missing: it is compared as categories, and the model encodes it
+    itself. Numeric-looking categories ("1") are not cast, and a string input with no value in
+    this frame still reaches the model as objects, not floats.
+    """
     import numpy as np
     import pandas as pd
 
+    from airloop.model_inputs import is_categorical
+
+    strings = set(categorical)
+
     def column(name: str):
         if name not in frame:
+            if name in strings:
+                return pd.Series(None, index=frame.index, dtype="object")
             return np.full(len(frame), np.nan)
+        values = frame[name]
+        if name in strings:
+            return values.astype("object").where(values.notna(), None)
+        if is_categorical(values):
+            return values
         try:
-            return frame[name].astype("float64")
-        except (TypeError, ValueError):  # a categorical input stays as logged
-            return frame[name]
+            return values.astype("float64")
+        except (TypeError, ValueError):  # anything else non-numeric stays as logged
+            return values
 
     return pd.DataFrame({c: column(c) for c in columns}, index=frame.index)
 
@@ -132,7 +153,7 @@ def _build_reference_cache(spec, settings, client, version, run_id, cache: Path,
     training_rows, holdout_rows = len(training), len(holdout)
     seed = stable_seed(run_id)
     sample = sample_rows(training[features], size, seed)
-    holdout_inputs = model_inputs(holdout, model.inputs)
+    holdout_inputs = model_inputs(holdout, model.inputs, categorical_inputs(model.model))
     predictions = pd.DataFrame({PREDICTION: model.predict(holdout_inputs, spec.task)})
     predictions = sample_rows(predictions, size, seed)
 

@@ -13,6 +13,7 @@ import json
 from typing import TYPE_CHECKING
 
 from airloop import prediction_log, registry
+from airloop.model_inputs import categorical_inputs
 from airloop.monitoring.reference import Reference, model_inputs
 from airloop.monitoring.results import LABEL, PREDICTION
 from airloop.settings import Settings, get_settings
@@ -50,7 +51,8 @@ def current_frame(
         if reference.version not in models:
             models[reference.version] = registry.load_version(spec, reference.version, settings or get_settings())
         model = models[reference.version]
-        current.loc[other, PREDICTION] = model.predict(model_inputs(frame.loc[other], model.inputs), spec.task)
+        inputs = model_inputs(frame.loc[other], model.inputs, categorical_inputs(model.model))
+        current.loc[other, PREDICTION] = model.predict(inputs, spec.task)
         current.loc[other, LABEL] = float("nan")
     return current.reset_index(drop=True), rescored
 
