@@ -48,6 +48,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLIENTS = (1, 8)
+# The model served and measured: the requests are its rows.
+MODEL = "late_delivery"
 
 
 # --- setup ----------------------------------------------------------------------------------
@@ -63,7 +65,7 @@ def prepare_home(home: Path, days: int = 10, orders_per_day: int = 1500) -> None
     from airloop.spec import load_spec
 
     settings = ensure_dirs(get_settings())
-    spec = load_spec(settings.models_dir / "late_delivery.yaml")
+    spec = load_spec(settings.models_dir / f"{MODEL}.yaml")
     if registry.champion_version(spec, settings):
         return
     today = dt.datetime.now(dt.timezone.utc).date()
@@ -74,7 +76,11 @@ def prepare_home(home: Path, days: int = 10, orders_per_day: int = 1500) -> None
         datagen.generate_orders(day, orders_per_day=orders_per_day).to_parquet(out / f"orders_{day:%Y-%m-%d}.parquet")
     features.derive(spec, settings)
     features.apply(settings)
-    features.materialize(dt.datetime.now(dt.timezone.utc), settings)
+    # Only this model's views: the other models' (applied too, one Feast project) have no data here.
+    store = features.get_store(settings)
+    features.materialize(
+        dt.datetime.now(dt.timezone.utc), settings, feature_views=features.stored_views(spec, store), store=store
+    )
     orders = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("*.parquet")))
     training = features.build_training_set(spec, features.entity_df_from_events(spec, orders), settings=settings)
     fit_on, holdout = train.time_split(training, spec.dataset.timestamp, spec.split.holdout_days)
@@ -113,10 +119,10 @@ def baseline_predictor():
     as the Bento's Predictor holds it) and predicts with the ``@champion`` model.
     """
     from airloop import features, registry, serve
-    from airloop.settings import get_settings
+    from airloop.settings import ServeConfig, get_settings
 
     settings = get_settings()
-    spec = serve.serving_spec(settings=settings)
+    spec = serve.serving_spec(ServeConfig(model=MODEL), settings)
     store = features.get_store(settings)
     model = registry.load_version(spec, registry.champion_version(spec, settings), settings)
     service = features.feature_service(spec, store)
@@ -295,6 +301,8 @@ def server_env(home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOOP_")}
     env.update(
         AIRLOOP_HOME=str(home),
+        # The models directory holds several specs: the servers must be told which one to serve.
+        AIRLOOP_SERVE_MODEL=MODEL,
         BENTOML_HOME=str(home / "bentoml"),
         BENTOML_DO_NOT_TRACK="true",
         BENTOML_CONTAINERIZED="true",

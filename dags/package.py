@@ -2,8 +2,9 @@
 
 Imports the new ``@champion`` from MLflow into the BentoML store, builds a Bento labelled
 with model name, version and run id, records the Bento tag on the MLflow model version, and
-then checks that the running prediction service (``AIRLOOP_SERVE_URL``) has swapped to the
-new champion. The service follows ``@champion`` itself, without a restart.
+then checks that the model's own prediction service (``AIRLOOP_SERVE_URL__<MODEL>``, else
+``AIRLOOP_SERVE_URL``) has swapped to the new champion. The service follows ``@champion``
+itself, without a restart.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ def build_package_dag(spec: ModelSpec):
             from airflow.sdk.exceptions import AirflowSkipException
 
             from airloop.serve import ServiceUnreachable, wait_until_serving
+            from airloop.settings import get_settings
 
+            url = get_settings().serve_url_for(spec.name)  # this model's service, not another's
             try:
-                return wait_until_serving(spec, bento["model_version"], timeout=180)
+                return wait_until_serving(spec, bento["model_version"], url=url, timeout=180)
             except ServiceUnreachable as exc:
                 raise AirflowSkipException(str(exc)) from exc
 

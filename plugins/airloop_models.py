@@ -133,9 +133,10 @@ def _serving(model: dict) -> str:
     serving = model["serving"]
     if serving["warning"]:
         return f'<p class="warning served-warning" role="alert">{_e(serving["warning"])}</p>'
+    where = f" by the prediction service at {_e(serving['url'])}"  # each model has its own service
     if serving["state"] == "no_champion":
-        return f"<p>Served now: v{_e(serving['model_version'])} (no @champion to compare with).</p>"
-    return f'<p class="ok">Served now: v{_e(serving["model_version"])}, the @champion.</p>'
+        return f"<p>Served now{where}: v{_e(serving['model_version'])} (no @champion to compare with).</p>"
+    return f'<p class="ok">Served now{where}: v{_e(serving["model_version"])}, the @champion.</p>'
 
 
 def _history(model: dict) -> str:
@@ -204,18 +205,25 @@ def render_model(model: dict) -> str:
     )
 
 
-def render_page(result: dict, reports_href: str) -> str:
-    service = result["service"]
+def _service_line(service: dict) -> str:
+    """One prediction service: the models it is configured for, and whether it answers."""
+    models = ", ".join(_e(m) for m in service["models"])
     if service["unreachable"]:
-        service_line = f'<span class="bad">service unreachable</span> at {_e(service["url"])}'
+        state = f'<span class="bad">service unreachable</span> at {_e(service["url"])}'
     elif service["error"]:
-        service_line = f'<span class="bad">error</span> at {_e(service["url"])}: {_e(service["error"])}'
+        state = f'<span class="bad">error</span> at {_e(service["url"])}: {_e(service["error"])}'
     else:
-        service_line = f"answering at {_e(service['url'])}"
+        state = f"answering at {_e(service['url'])}"
+    return f'<li class="service">{models}: {state}</li>'
+
+
+def render_page(result: dict, reports_href: str) -> str:
+    services = "".join(_service_line(s) for s in result["services"])
+    services = f'<p>Prediction services:</p><ul class="services">{services}</ul>' if services else ""
     body = "".join(render_model(m) for m in result["models"]) or "<p>No model you may read.</p>"
     return (
         f"<!doctype html><html lang=en><meta charset=utf-8><title>Airloop models</title><style>{_STYLE}</style>"
-        f"<h1>Models</h1><p>Prediction service: {service_line}. {_link(reports_href, 'Reports')}</p>{body}</html>"
+        f"<h1>Models</h1><p>{_link(reports_href, 'Reports')}</p>{services}{body}</html>"
     )
 
 

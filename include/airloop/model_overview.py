@@ -5,8 +5,9 @@
 - ``registry``: the ``@champion`` and ``@challenger`` versions (and the newest version when it is
   neither), each with its holdout metrics, the promotion metric and every floor of
   ``spec.promotion`` passed or missed (the rule is :func:`airloop.decisions.floor_failures`);
-- ``serving``: the version the prediction service answers with now, and a ``warning`` when it is
-  not ``@champion`` (another version, another model, none loaded, or the service unreachable);
+- ``serving``: the version the model's prediction service (``AIRLOOP_SERVE_URL__<MODEL>``, else
+  ``AIRLOOP_SERVE_URL``) answers with now, and a ``warning`` when it is not ``@champion``
+  (another version, another model, none loaded, or the service unreachable);
 - ``history``: promotions, rejections and rollbacks with their reasons, newest first
   (:func:`airloop.registry.history`);
 - ``drift``: the last drift checks from the policy history (:func:`airloop.monitoring.load_history`)
@@ -22,6 +23,7 @@ plugin that renders this imports nothing heavy.
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -230,20 +232,27 @@ def _history_facts(spec: "ModelSpec", settings: Settings, links: Links, limit: i
 # -- the prediction service --------------------------------------------------------------------
 
 
-def query_service(settings: Settings | None = None, *, timeout: float = SERVICE_TIMEOUT) -> dict[str, Any]:
-    """``POST /status`` of the service at ``settings.serve_url``: its answer, or why there is none.
+def query_service(
+    settings: Settings | None = None, *, model: str | None = None, timeout: float = SERVICE_TIMEOUT
+) -> dict[str, Any]:
+    """``POST /status`` of ``model``'s prediction service: its answer, or why there is none.
 
-    ``{"url", "status": dict | None, "unreachable": bool, "error": str | None}``. One call serves
-    every spec (:func:`overviews`).
+    The service is at ``settings.serve_url_for(model)`` (``settings.serve_url`` without a model).
+    ``{"url", "status": dict | None, "unreachable": bool, "error": str | None}``.
     """
+    s = settings or get_settings()
+    return _query_url(s.serve_url_for(model) if model else s.serve_url, timeout)
+
+
+def _query_url(url: str, timeout: float) -> dict[str, Any]:
+    """``POST /status`` of the service at ``url``, as :func:`query_service` answers."""
     from airloop.errors import ServiceUnreachable
     from airloop.prediction_log import safe_url
     from airloop.serve import service_status
 
-    s = settings or get_settings()
-    out: dict[str, Any] = {"url": safe_url(s.serve_url), "status": None, "unreachable": False, "error": None}
+    out: dict[str, Any] = {"url": safe_url(url), "status": None, "unreachable": False, "error": None}
     try:
-        out["status"] = service_status(s.serve_url, timeout=timeout)
+        out["status"] = service_status(url, timeout=timeout)
     except ServiceUnreachable as exc:
         out.update(unreachable=True, error=str(exc))
     except Exception as exc:  # noqa: BLE001 - an HTTP error or a body that is not JSON
@@ -374,13 +383,14 @@ def overview(
 ) -> dict[str, Any]:
     """Everything about one model at a glance (see the module docstring), JSON-safe.
 
-    ``service``: a :func:`query_service` answer to reuse (queried now if None).
+    ``service``: a :func:`query_service` answer for this model's service to reuse (queried now
+    if None).
     """
     from airloop.monitoring.results import json_safe
 
     s = settings or get_settings()
     links = links or Links(mlflow=mlflow_ui_url(s))
-    service = service if service is not None else query_service(s)
+    service = service if service is not None else query_service(s, model=spec.name)
     facts = _registry_facts(spec, s, links)
     champion = facts["champion"]["version"] if facts["champion"] else None
     promotion = spec.promotion
@@ -410,11 +420,23 @@ def overview(
 def overviews(
     specs: "list[ModelSpec]", settings: Settings | None = None, *, links: Links | None = None
 ) -> dict[str, Any]:
-    """:func:`overview` of each spec, with the prediction service asked once for all of them."""
+    """:func:`overview` of each spec, each compared with its own prediction service.
+
+    ``services``: one entry per distinct service URL (``url``, ``models`` it is configured for,
+    ``unreachable``, ``error``); a URL that several specs share is asked once.
+    """
     s = settings or get_settings()
     links = links or Links(mlflow=mlflow_ui_url(s))
-    service = query_service(s)
+    urls = {spec.name: s.serve_url_for(spec.name) for spec in specs}
+    distinct = list(dict.fromkeys(urls.values()))
+    # Side by side: a service that does not answer costs its timeout once, not once per model.
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(distinct)))) as pool:
+        answers = dict(zip(distinct, pool.map(lambda url: _query_url(url, SERVICE_TIMEOUT), distinct)))
     return {
-        "service": {k: service[k] for k in ("url", "unreachable", "error")},
-        "models": [overview(spec, s, service=service, links=links) for spec in specs],
+        "services": [
+            {**{k: answer[k] for k in ("url", "unreachable", "error")},
+             "models": [name for name, used in urls.items() if used == url]}
+            for url, answer in answers.items()
+        ],
+        "models": [overview(spec, s, service=answers[urls[spec.name]], links=links) for spec in specs],
     }

@@ -11,7 +11,10 @@ model specs, the feature repo) plus a generated entry module ``airloop_bento.py`
 the repository root, whose ``.venv`` and ``.airloop`` (where ``BENTOML_HOME`` lives by
 default) must not be walked. Serve it with ``bentoml serve <bento tag>``: the service keeps
 following ``@champion`` in the registry (see ``airloop.bento_service``); the imported model
-is the packaged version's exact artifact, kept for provenance and offline use.
+is the packaged version's exact artifact, kept for provenance and offline use. A Bento serves
+its one model (``AIRLOOP_SERVE_MODEL`` is set in it), so each model's service listens at a URL
+of its own, named by ``AIRLOOP_SERVE_URL__<MODEL>`` (see ``Settings.serve_url_for``): the
+package DAG checks that one after the build.
 
 Command line: ``python -m airloop.package [--model NAME] [--version N]``.
 """

@@ -65,11 +65,52 @@ class Settings:
     bentoml_home: Path
     reports_dir: Path
     prediction_store: str
+    # The prediction service of a model without a URL of its own (AIRLOOP_SERVE_URL).
     serve_url: str
+    # Per-model prediction service URLs: (MODEL_KEY, url) pairs from AIRLOOP_SERVE_URL__<MODEL_KEY>,
+    # sorted. A tuple, not a dict, so that Settings stays immutable; read it with serve_url_for().
+    serve_urls: tuple[tuple[str, str], ...] = ()
+
+    def serve_url_for(self, model: str) -> str:
+        """Where ``model``'s prediction service answers.
+
+        ``AIRLOOP_SERVE_URL__<MODEL>`` (the model name upper-cased, e.g.
+        ``AIRLOOP_SERVE_URL__TRIP_DURATION``) if set, else ``AIRLOOP_SERVE_URL``. A service serves
+        one model (``AIRLOOP_SERVE_MODEL``), so with several specs each needs a URL of its own;
+        the shared one suits a single model, or the one model whose service it names.
+        """
+        return dict(self.serve_urls).get(_model_key(model), self.serve_url)
 
     def as_env(self) -> dict[str, str]:
         """The settings as the environment variables that produce them (for subprocesses)."""
-        return {_ENV_NAMES[f.name]: str(getattr(self, f.name)) for f in fields(self)}
+        env = {_ENV_NAMES[f.name]: str(getattr(self, f.name)) for f in fields(self) if f.name in _ENV_NAMES}
+        env.update({SERVE_URL_PREFIX + key: url for key, url in self.serve_urls})
+        return env
+
+
+# A model's own prediction service URL: this prefix, then the model name upper-cased.
+SERVE_URL_PREFIX = "AIRLOOP_SERVE_URL__"
+
+
+def _model_key(model: str) -> str:
+    """A model name as it appears in a variable name (``trip_duration`` -> ``TRIP_DURATION``)."""
+    # Spec names are lower_snake_case; anything else is mapped to what a shell variable allows.
+    return re.sub(r"[^A-Z0-9_]", "_", model.upper())
+
+
+def serve_url_env(model: str) -> str:
+    """The variable that names ``model``'s own prediction service, e.g. ``AIRLOOP_SERVE_URL__TRIP_DURATION``."""
+    return SERVE_URL_PREFIX + _model_key(model)
+
+
+def _serve_urls() -> tuple[tuple[str, str], ...]:
+    """Every non-blank ``AIRLOOP_SERVE_URL__<MODEL>`` in the environment, as sorted (key, url) pairs."""
+    found = {
+        _model_key(name.removeprefix(SERVE_URL_PREFIX)): value.strip()
+        for name, value in os.environ.items()
+        if name.startswith(SERVE_URL_PREFIX) and len(name) > len(SERVE_URL_PREFIX) and value.strip()
+    }
+    return tuple(sorted(found.items()))
 
 
 _ENV_NAMES = {
@@ -122,6 +163,7 @@ def get_settings() -> Settings:
             "AIRLOOP_PREDICTION_STORE", f"sqlite:///{home / 'predictions' / 'predictions.db'}"
         ),
         serve_url=_env("AIRLOOP_SERVE_URL", "http://127.0.0.1:3300"),
+        serve_urls=_serve_urls(),
     )
 
 

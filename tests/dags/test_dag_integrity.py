@@ -111,12 +111,55 @@ def test_the_heavy_import_probe_sees_a_heavy_import(probes):
 
 
 def test_every_spec_gets_exactly_its_stage_dags(parse_report):
+    """The six stages for every spec in the models directory, and no other DAG."""
     specs = load_specs()
     assert specs, "no model specs"
     assert set(STAGES) == EXPECTED_STAGES
     for spec in specs:
         ids = {dag_id for dag_id in parse_report["dags"] if dag_id.startswith(f"{spec.name}__")}
         assert ids == {f"{spec.name}__{stage}" for stage in EXPECTED_STAGES}, spec.name
+    expected = {spec.dag_id(stage) for spec in specs for stage in EXPECTED_STAGES}
+    assert len(expected) == len(specs) * len(EXPECTED_STAGES), "two specs map to one DAG id"
+    assert set(parse_report["dags"]) == expected
+
+
+def _assets(dag) -> set[tuple[str, str, str | None]]:
+    """(kind, name, uri) of every Asset or AssetAlias a DAG is scheduled on, reads or emits."""
+    from airflow.sdk.definitions.asset import AssetBooleanCondition
+
+    found: list = []
+    pending = [getattr(dag.timetable, "asset_condition", None)]
+    while pending:  # a schedule may be an Asset or an and/or of them, nested
+        condition = pending.pop()
+        if isinstance(condition, AssetBooleanCondition):
+            pending.extend(condition.objects)
+        elif condition is not None:
+            found.append(condition)
+    for task in dag.tasks:
+        found += [*task.inlets, *task.outlets]
+    return {(type(a).__name__, a.name, getattr(a, "uri", None)) for a in found if hasattr(a, "name")}
+
+
+def test_models_share_no_asset_and_trigger_only_their_own_dags(dagbag):
+    """Side by side, one model's events never start another model's runs."""
+    specs = load_specs()
+    owner: dict[tuple[str, str], str] = {}
+    for spec in specs:
+        seen = set()
+        for stage in EXPECTED_STAGES:
+            dag = dagbag.dags[spec.dag_id(stage)]
+            assert dag.dag_id == f"{spec.name}__{stage}" and f"model:{spec.name}" in dag.tags
+            for kind, name, uri in _assets(dag):
+                seen.add(name)
+                assert name.startswith(f"{spec.name}__"), f"{dag.dag_id}: {kind} {name!r} is not {spec.name}'s"
+                assert uri is None or uri.startswith(f"airloop://{spec.name}/"), f"{dag.dag_id}: {kind} {uri!r}"
+                for key in ((kind, name), (kind, uri)) if uri else ((kind, name),):
+                    assert owner.setdefault(key, spec.name) == spec.name, f"{key} shared by {owner[key]} and {spec.name}"
+            for task in dag.tasks:
+                target = getattr(task, "trigger_dag_id", None)
+                if target is not None:
+                    assert target.startswith(f"{spec.name}__"), f"{dag.dag_id}.{task.task_id} triggers {target}"
+        assert seen, f"{spec.name}: no Asset found; the check above proved nothing"
 
 
 def test_every_stage_dag_is_tagged(parse_report):

@@ -4,7 +4,9 @@ One module-wide setup: an AIRLOOP_HOME with two trained versions of the demo mod
 by the gate; v2, trained on shuffled labels, rejected at the floor), a rollback whose actor and
 reason are hostile HTML, and two drift checks logged to MLflow and decided by the retrain policy.
 Airflow's api-server (where plugins live; nothing else is needed) starts while the models train.
-The prediction service is configured at a port where nothing listens.
+Each model's prediction service is configured at a port of its own where nothing listens
+(``AIRLOOP_SERVE_URL`` for late_delivery, ``AIRLOOP_SERVE_URL__<MODEL>`` for the other specs in
+the models directory, which the view lists too, untrained).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 import requests
 
 from airloop.settings import Settings
+from airloop.spec import load_specs
 from airloop.testing import AirflowStack, free_port
 
 pytestmark = pytest.mark.slow
@@ -109,12 +112,16 @@ def _record_checks(spec, settings, champion: str) -> list:
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory) -> Settings:
-    """The settings of a fresh AIRLOOP_HOME whose prediction service URL answers nothing."""
-    from airloop.settings import ensure_dirs, environ, get_settings
+    """The settings of a fresh AIRLOOP_HOME whose prediction service URLs answer nothing."""
+    from airloop.settings import ensure_dirs, environ, get_settings, serve_url_env
 
     path = tmp_path_factory.mktemp("models-view") / "airloop"
+    # late_delivery at AIRLOOP_SERVE_URL; every other model at a URL of its own.
+    others = {
+        serve_url_env(s.name): f"http://127.0.0.1:{free_port()}" for s in load_specs() if s.name != "late_delivery"
+    }
     with environ({"AIRLOOP_HOME": str(path), "AIRLOOP_SERVE_URL": f"http://127.0.0.1:{free_port()}",
-                  "MLFLOW_TRACKING_URI": None}):
+                  **others, "MLFLOW_TRACKING_URI": None}):
         return ensure_dirs(get_settings())
 
 
@@ -243,6 +250,7 @@ def test_an_unreachable_service_is_a_warning_not_a_blank(built):
     from airloop.model_overview import overview
 
     serving = overview(built.spec, built.settings)["serving"]
+    assert serving["url"] == built.settings.serve_url_for("late_delivery")  # the model's own service
     assert serving["state"] == "unreachable" and serving["model_version"] is None
     assert serving["warning"].startswith("service unreachable") and serving["error"]
     assert serving["champion_version"] == built.champion
@@ -312,9 +320,19 @@ def test_the_api_returns_the_same_facts(site, built):
     assert everything.status_code == 200, everything.text[:500]
     assert "sandbox" in everything.headers["content-security-policy"]
     body = everything.json()
-    assert body["service"]["unreachable"] is True
-    (model,) = body["models"]
-    assert model["model"] == "late_delivery"
+    # Every spec in the models directory (two examples side by side), each asked at its own
+    # prediction service's URL; only late_delivery was trained here.
+    names = [spec.name for spec in load_specs(built.settings.models_dir)]
+    assert len(names) >= 2 and [m["model"] for m in body["models"]] == names
+    urls = {name: built.settings.serve_url_for(name) for name in names}
+    assert len(set(urls.values())) == len(names), urls
+    assert sorted((s["models"], s["url"], s["unreachable"]) for s in body["services"]) == sorted(
+        ([name], url, True) for name, url in urls.items())
+    for other in body["models"]:
+        assert other["serving"]["url"] == urls[other["model"]] and other["serving"]["state"] == "unreachable"
+        if other["model"] != "late_delivery":  # untrained: said so, nothing of late_delivery's shown
+            assert other["registry"]["registered"] is False and other["history"]["events"] == []
+    model = next(m for m in body["models"] if m["model"] == "late_delivery")
     assert model["registry"]["champion"]["version"] == built.champion
     assert model["registry"]["champion"]["metrics"] == pytest.approx(built.champion_metrics)
     assert model["registry"]["challenger"]["version"] == built.challenger

@@ -7,6 +7,7 @@ engine), the Dockerfile with hadolint. ``test_native_rehearsal.py`` runs the sam
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -40,7 +41,10 @@ AIRLOOP_ENV = {
     "MLFLOW_TRACKING_URI": "http://mlflow:5000",
     "AIRLOOP_FEAST_REDIS": "redis:6379,db=1",
     "AIRLOOP_SERVE_URL": "http://bento:3000",
+    "AIRLOOP_SERVE_URL__TRIP_DURATION": "http://bento-trip-duration:3001",
 }
+# The prediction services, one per model: service -> (model it serves, port it listens on).
+BENTO_SERVICES = {"bento": ("late_delivery", 3000), "bento-trip-duration": ("trip_duration", 3001)}
 AIRLOOP_POSTGRES_ENV = {"AIRLOOP_FEAST_REGISTRY": "feast", "AIRLOOP_PREDICTION_STORE": "airloop"}
 AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer", "airflow-worker")
@@ -139,7 +143,7 @@ def test_compose_validates_with_env_example(tmp_path):
     result = _compose_config(tmp_path, env_file=REPO_ROOT / ".env.example")
     assert result.returncode == 0, result.stderr
     rendered = yaml.safe_load(result.stdout)
-    assert {"postgres", "redis", "mlflow", "bento", "airflow-worker", *AIRFLOW_SERVICES} <= set(rendered["services"])
+    assert {"postgres", "redis", "mlflow", *BENTO_SERVICES, *AIRFLOW_SERVICES} <= set(rendered["services"])
 
 
 def test_compose_validates_with_a_generated_env(tmp_path):
@@ -286,14 +290,43 @@ def test_mlflow_server_is_on_postgres_with_artifacts_on_a_volume(rendered):
     assert arg("--host") == "0.0.0.0" and arg("--port") == "5000"
 
 
-def test_bento_serves_the_prediction_service(rendered):
-    bento = rendered["services"]["bento"]
+@pytest.mark.parametrize("name", list(BENTO_SERVICES))
+def test_bento_serves_the_prediction_service(rendered, name):
+    model, port = BENTO_SERVICES[name]
+    bento = rendered["services"][name]
     assert _command(bento) == ["bentoml", "serve", "airloop.bento_service:PredictionService",
-                               "--host", "0.0.0.0", "--port", "3000"]
+                               "--host", "0.0.0.0", "--port", str(port)]
     env = _env(bento)
+    assert env["AIRLOOP_SERVE_MODEL"] == model, "with several specs a service must be told its model"
     assert env["BENTOML_CONTAINERIZED"] == "true" and env["OMP_NUM_THREADS"] == "1"
     assert env["AIRLOOP_PREDICTION_STORE"].startswith("postgresql://")
+    assert env["AIRLOOP_SERVE_FEEDBACK_TOKEN"], "POST /feedback would be refused"
     assert bento["entrypoint"] == ["/usr/bin/dumb-init", "--"], "not the Airflow entrypoint"
+
+
+def test_every_model_has_its_own_prediction_service(rendered):
+    """Where Airflow looks for each model's service (serve_url_for) is a service serving that model."""
+    from airloop.settings import environ, get_settings
+
+    services = rendered["services"]
+    models = sorted(p.stem for p in (REPO_ROOT / "include" / "models").glob("*.yaml"))
+    assert len(models) >= 2, "two example models run side by side"
+    served: dict[str, str] = {}
+    for name in AIRFLOW_SERVICES:
+        env = _env(services[name])
+        urls = {k: v for k, v in env.items() if k.startswith("AIRLOOP_SERVE_URL")}
+        # Only the serving variables of this service: nothing of the test's own environment.
+        unset = {k: None for k in os.environ if k.startswith("AIRLOOP_SERVE_URL")}
+        with environ({**unset, **urls}):
+            settings = get_settings()
+        for model in models:
+            host = urlsplit(settings.serve_url_for(model))
+            assert host.hostname in services, f"{name}: {model}'s service {host.hostname} is no compose service"
+            target = services[host.hostname]
+            assert _env(target).get("AIRLOOP_SERVE_MODEL") == model, f"{name}: {model} -> {host.hostname}"
+            assert host.port == _listen_port(host.hostname, target), f"{name}: {model} -> {host.netloc}"
+            assert served.setdefault(model, host.hostname) == host.hostname, f"{model}: Airflow services disagree"
+    assert len(set(served.values())) == len(models), f"one service serves several models: {served}"
 
 
 # -- volumes, images, healthchecks, ports -------------------------------------------------
@@ -319,7 +352,7 @@ def test_state_lives_on_named_volumes(rendered):
     image_env = dockerfile_env()
     needs = {
         "airflow-worker": ["AIRLOOP_HOME", "AIRLOOP_DVC_REMOTE", "AIRLOOP_REPORTS_DIR", "BENTOML_HOME"],
-        "bento": ["BENTOML_HOME"],
+        **{name: ["BENTOML_HOME"] for name in BENTO_SERVICES},
     }
     for name, keys in needs.items():
         service = rendered["services"][name]
@@ -327,9 +360,15 @@ def test_state_lives_on_named_volumes(rendered):
         targets = _named_volume_targets(service, declared)
         for key in keys:
             assert _on(env[key], targets), f"{name}: {key}={env[key]} is not on a named volume"
-    bento = rendered["services"]["bento"]
-    home = {**image_env, **_env(bento)}["AIRLOOP_HOME"]
-    assert _on(f"{home}/predictions", _named_volume_targets(bento, declared)), "prediction log spills"
+    spills = {}
+    for name in BENTO_SERVICES:
+        bento = rendered["services"][name]
+        home = {**image_env, **_env(bento)}["AIRLOOP_HOME"]
+        mounts = {t: s for s, t in map(_mount_target, bento["volumes"]) if s in declared}
+        assert _on(f"{home}/predictions", list(mounts)), f"{name}: prediction log spills"
+        spills[name] = next(s for t, s in mounts.items() if _on(f"{home}/predictions", [t]))
+    # A service replays the spill files it finds at start: one volume per service, or they mix.
+    assert len(set(spills.values())) == len(spills), spills
     # Scaled workers share one copy of the data: every Airflow service mounts the same volumes.
     mounts = {n: sorted(map(str, rendered["services"][n]["volumes"])) for n in AIRFLOW_SERVICES}
     assert len({tuple(m) for m in mounts.values()}) == 1
@@ -337,7 +376,7 @@ def test_state_lives_on_named_volumes(rendered):
 
 def test_one_image_for_every_airloop_service(rendered):
     built = {n: s for n, s in rendered["services"].items() if "build" in s}
-    assert set(built) == {*AIRFLOW_SERVICES, "mlflow", "bento"}
+    assert set(built) == {*AIRFLOW_SERVICES, "mlflow", *BENTO_SERVICES}
     assert len({(s["image"], str(s["build"])) for s in built.values()}) == 1
     image = next(iter(built.values()))["image"]
     for name, service in rendered["services"].items():
@@ -363,7 +402,7 @@ def test_depends_on_use_conditions(rendered):
             assert "condition" in how, f"{name} -> {dep} has no condition"
     # What a service needs at start-up is healthy first.
     needs = {name: {"postgres", "redis"} for name in AIRFLOW_SERVICES}
-    needs.update({"mlflow": {"postgres"}, "bento": {"postgres", "redis", "mlflow"}})
+    needs.update({"mlflow": {"postgres"}, **{name: {"postgres", "redis", "mlflow"} for name in BENTO_SERVICES}})
     for name, deps in needs.items():
         for dep in deps:
             how = (services[name].get("depends_on") or {}).get(dep, {})
@@ -371,12 +410,14 @@ def test_depends_on_use_conditions(rendered):
 
 
 def test_published_ports_bind_loopback(rendered):
-    published = set()
+    published, host_ports = set(), []
     for name, service in rendered["services"].items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
             published.add(name)
-    assert published == {"airflow-apiserver", "mlflow", "bento"}
+            host_ports.append(str(port).split(":")[1])
+    assert published == {"airflow-apiserver", "mlflow", *BENTO_SERVICES}
+    assert len(host_ports) == len(set(host_ports)), f"two services publish one host port: {host_ports}"
 
 
 def test_env_example_has_no_real_secrets():

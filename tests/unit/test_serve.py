@@ -312,7 +312,11 @@ def prepare_demo(home: Path, spec) -> Demo:
         datagen.generate_orders(day, orders_per_day=ORDERS_PER_DAY).to_parquet(out / f"orders_{day:%Y-%m-%d}.parquet")
     features.derive(spec, settings)
     features.apply(settings)
-    features.materialize(dt.datetime.now(dt.timezone.utc), settings)
+    # Only this model's views: the other models' (applied too, one Feast project) have no data here.
+    applied = features.get_store(settings)
+    features.materialize(
+        dt.datetime.now(dt.timezone.utc), settings, feature_views=features.stored_views(spec, applied), store=applied
+    )
 
     orders = pd.concat(pd.read_parquet(p) for p in sorted(out.glob("*.parquet")))
     training = features.build_training_set(spec, features.entity_df_from_events(spec, orders), settings=settings)
@@ -348,7 +352,9 @@ def demo(tmp_path_factory, demo_spec):
 
 @pytest.fixture(scope="module")
 def server(demo):
-    srv = BentoServer(demo.settings, demo.settings.home / "server.log", AIRLOOP_SERVE_POLL_SECONDS="0.5")
+    # The models directory holds several specs: a service must be told which one it serves.
+    srv = BentoServer(demo.settings, demo.settings.home / "server.log", AIRLOOP_SERVE_MODEL=demo.spec.name,
+                      AIRLOOP_SERVE_POLL_SECONDS="0.5")
     try:
         yield srv.start().wait_ready()
     finally:
@@ -702,7 +708,7 @@ def test_clean_shutdown_writes_every_prediction(server, demo, issued):
 @pytest.mark.services
 def test_server_logs_to_postgres_and_flushes_on_shutdown(demo, pg_database, tmp_path):
     srv = BentoServer(
-        demo.settings, tmp_path / "pg-server.log",
+        demo.settings, tmp_path / "pg-server.log", AIRLOOP_SERVE_MODEL=demo.spec.name,
         AIRLOOP_PREDICTION_STORE=pg_database,
         AIRLOOP_PREDICTION_LOG_FLUSH_SECONDS="3600",  # nothing is written before shutdown but by feedback
         AIRLOOP_SERVE_PREDICT_IN_THREAD="true",  # the other /predict path (the module server has the default)
@@ -728,7 +734,9 @@ def test_server_logs_to_postgres_and_flushes_on_shutdown(demo, pg_database, tmp_
 @pytest.mark.slow
 def test_server_refuses_to_start_without_its_prediction_store(demo, tmp_path):
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/airloop_predictions"
-    srv = BentoServer(demo.settings, tmp_path / "down.log", AIRLOOP_PREDICTION_STORE=url).start()
+    srv = BentoServer(
+        demo.settings, tmp_path / "down.log", AIRLOOP_SERVE_MODEL=demo.spec.name, AIRLOOP_PREDICTION_STORE=url
+    ).start()
     try:
         code = srv.proc.wait(timeout=120)
     finally:
@@ -745,7 +753,9 @@ def test_killing_the_server_stops_its_worker(demo, tmp_path):
     import psutil
     import requests
 
-    srv = BentoServer(demo.settings, tmp_path / "killed.log", AIRLOOP_SERVE_FEEDBACK_TOKEN=None).start().wait_ready()
+    srv = BentoServer(
+        demo.settings, tmp_path / "killed.log", AIRLOOP_SERVE_MODEL=demo.spec.name, AIRLOOP_SERVE_FEEDBACK_TOKEN=None
+    ).start().wait_ready()
     try:
         # With no token configured, feedback is off rather than open.
         refused = post(srv, "/feedback", {"request_id": "abc", "label": 1})
@@ -764,3 +774,52 @@ def test_killing_the_server_stops_its_worker(demo, tmp_path):
     # The worker got SIGTERM, so it shut down cleanly: its prediction is in the log.
     logged = prediction_log.read_predictions(model=demo.spec, settings=demo.settings)
     assert answer["request_id"] in set(logged["request_id"])
+
+
+# --- which service a model's checks ask -----------------------------------------------------
+
+
+class _StatusHandler:
+    """A stand-in service answering ``POST /status`` for one model (no BentoML needed)."""
+
+    @staticmethod
+    def serve(model: str, version: str):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.dumps({"model": model, "model_version": version}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+
+def test_each_model_is_checked_at_its_own_service(demo_spec, monkeypatch):
+    """wait_until_serving and service_status ask AIRLOOP_SERVE_URL__<MODEL>, else AIRLOOP_SERVE_URL."""
+    late = _StatusHandler.serve("late_delivery", "4")
+    trips = _StatusHandler.serve("trip_duration", "7")
+    try:
+        monkeypatch.setenv("AIRLOOP_SERVE_URL", f"http://127.0.0.1:{late.server_port}")
+        monkeypatch.setenv("AIRLOOP_SERVE_URL__TRIP_DURATION", f"http://127.0.0.1:{trips.server_port}")
+        trip_spec = demo_spec.model_copy(update={"name": "trip_duration"})
+        assert serve.wait_until_serving(trip_spec, "7", timeout=5)["model"] == "trip_duration"
+        assert serve.wait_until_serving(demo_spec, "4", timeout=5)["model"] == "late_delivery"  # the fallback
+        assert serve.service_status(model="trip_duration")["model"] == "trip_duration"
+        assert serve.service_status()["model"] == "late_delivery"  # no model: the shared URL
+
+        # Pointed at another model's service, the check fails at once and names the variable to set.
+        monkeypatch.setenv("AIRLOOP_SERVE_URL__TRIP_DURATION", f"http://127.0.0.1:{late.server_port}")
+        with pytest.raises(errors.WrongModelServed, match="point AIRLOOP_SERVE_URL__TRIP_DURATION"):
+            serve.wait_until_serving(trip_spec, "7", timeout=5)
+    finally:
+        late.shutdown()
+        trips.shutdown()

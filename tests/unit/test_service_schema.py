@@ -90,7 +90,8 @@ def demo(tmp_path_factory, demo_spec):
 
 @pytest.fixture(scope="module")
 def server(demo):
-    srv = BentoServer(demo.settings, demo.settings.home / "server.log")
+    # The models directory holds several specs: a service must be told which one it serves.
+    srv = BentoServer(demo.settings, demo.settings.home / "server.log", AIRLOOP_SERVE_MODEL=demo.spec.name)
     try:
         yield srv.start().wait_ready()
     finally:

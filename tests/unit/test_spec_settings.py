@@ -1,3 +1,4 @@
+import os
 import re
 import shutil
 from pathlib import Path
@@ -109,6 +110,35 @@ def test_settings_default_under_airloop_home_and_follow_env(monkeypatch, tmp_pat
     assert s.mlflow_tracking_uri == "http://mlflow:5000"
     assert s.landing_dir == Path("/data/landing")
     assert s.as_env()["AIRLOOP_LANDING_DIR"] == "/data/landing"
+
+
+def test_each_model_may_have_its_own_prediction_service_url(monkeypatch):
+    """AIRLOOP_SERVE_URL__<MODEL> overrides AIRLOOP_SERVE_URL for that model and no other."""
+    from airloop.settings import serve_url_env
+
+    for name in [k for k in os.environ if k.startswith("AIRLOOP_SERVE_URL")]:
+        monkeypatch.delenv(name)
+    assert get_settings().serve_url_for("trip_duration") == "http://127.0.0.1:3300"  # the embedded default
+
+    monkeypatch.setenv("AIRLOOP_SERVE_URL", "http://bento:3000")
+    monkeypatch.setenv("AIRLOOP_SERVE_URL__TRIP_DURATION", "http://bento-trip-duration:3001")
+    s = get_settings()
+    assert serve_url_env("trip_duration") == "AIRLOOP_SERVE_URL__TRIP_DURATION"
+    assert s.serve_url_for("trip_duration") == "http://bento-trip-duration:3001"
+    assert s.serve_url_for("late_delivery") == "http://bento:3000"  # no variable of its own: the fallback
+    assert s.serve_url == "http://bento:3000"
+    # Subprocesses started with as_env() (the demo's Airflow, test servers) see both.
+    env = s.as_env()
+    assert env["AIRLOOP_SERVE_URL"] == "http://bento:3000"
+    assert env["AIRLOOP_SERVE_URL__TRIP_DURATION"] == "http://bento-trip-duration:3001"
+
+    # A blank override is unset, as for every other setting; a model named in lower case still matches.
+    monkeypatch.setenv("AIRLOOP_SERVE_URL__TRIP_DURATION", "  ")
+    monkeypatch.setenv("AIRLOOP_SERVE_URL__late_delivery", "http://127.0.0.1:3301")
+    s = get_settings()
+    assert s.serve_url_for("trip_duration") == "http://bento:3000"
+    assert s.serve_url_for("late_delivery") == "http://127.0.0.1:3301"
+    assert "AIRLOOP_SERVE_URL__TRIP_DURATION" not in s.as_env()
 
 
 def test_no_machine_paths_in_the_code():
