@@ -202,6 +202,7 @@ def drift_verdict(
     rows_checked: int | None = None,
     borderline: Sequence[str] = (),
     prediction_borderline: bool = False,
+    compared: Sequence[str] | None = None,
 ) -> DriftVerdict:
     """The drift verdict of one window, from the measured numbers. Pure.
 
@@ -217,6 +218,10 @@ def drift_verdict(
     the sampling error of its threshold (``prediction_borderline`` the prediction), and the
     verdict is stable if flipping all of them could not change it. ``window_start`` and
     ``window_end`` only go into the message.
+
+    ``compared``: the names of the compared inputs; with it, the inputs in ``drift.exclude``
+    do not count in the drifted share. With ``drift.require``, data drift is a signal only when
+    the required signals (prediction drift, a quality drop) fire too.
     """
     t = DriftThresholds.of(drift)
     if rows < t.min_rows:
@@ -230,12 +235,26 @@ def drift_verdict(
             "no drift check was run and no alarm is raised",
             t,
         )
+    if compared is not None and drift.exclude:
+        counted = [c for c in compared if c not in drift.exclude]
+        drifted_columns = [c for c in drifted_columns if c in counted]
+        borderline = [c for c in borderline if c in counted]
+        features = len(counted)
+        drifted_share = len(drifted_columns) / features if features else None
     dataset_drift = drifted_share is not None and drifted_share >= t.drift_share
     q = quality or {}
     enough = bool(quality) and q["labelled_rows"] >= t.min_labels
     degraded = bool(enough and q.get("drop") is not None and q["drop"] > t.quality_drop)
+    fired = {"prediction_drift": bool(prediction_drifted), "quality_drop": degraded}
+    missing = [name for name in drift.require if not fired[name]]
 
     signals = []
+    if dataset_drift and missing:
+        unconfirmed = (f"data drift (drifted share {drifted_share:.2f}: {', '.join(drifted_columns)}) "
+                       f"without the required {' and '.join(missing)}")
+        dataset_drift = False
+    else:
+        unconfirmed = ""
     if dataset_drift:
         signals.append(
             f"drifted share {drifted_share:.2f} >= {t.drift_share} "
@@ -260,11 +279,13 @@ def drift_verdict(
                 f"{q['metric']} {q['value']:.3f} on {q['labelled_rows']} labelled rows "
                 f"(champion holdout {_fmt(q.get('champion_value'))})"
             )
-        message = "no drift: " + "; ".join(parts)
+        message = "no drift: " + "; ".join([unconfirmed, *parts] if unconfirmed else parts)
 
     stable = None
     if rows_checked is not None and rows_checked < rows:
-        stable = _stable(drifted_columns, borderline, features, t.drift_share) and not prediction_borderline
+        # Data drift without its required companions cannot fire, whichever way inputs flip.
+        data_stable = bool(missing) or _stable(drifted_columns, borderline, features, t.drift_share)
+        stable = data_stable and not prediction_borderline
         named = [*borderline, *(["prediction"] if prediction_borderline else [])]
         message += (
             f" [checked a seeded sample of {rows_checked} of {rows} rows; "

@@ -391,3 +391,41 @@ def test_decision_as_dict_is_json_safe(policy):
                       training_active=False)
     out = json.loads(json.dumps(decision.as_dict()))
     assert out["decided_at"] == "2026-10-03T00:00:00+00:00" and out["cooldown_until"] == "2026-10-03T00:00:00+00:00"
+
+
+# --- drift that knows normal from new -----------------------------------------------------------
+
+INPUTS = ["distance_km", "passengers", "pickup_hour", "temperature_c", "rain_mm", "zone_trips_7d"]
+
+
+def test_excluded_inputs_are_reported_but_do_not_count_in_the_share():
+    drifted = ["pickup_hour", "temperature_c", "rain_mm"]
+    plain = verdict(drifted_share=3 / 6, drifted_columns=drifted, features=6)
+    assert plain.status == DRIFT and plain.dataset_drift
+    # A short window's hour mix and the day's weather are not the model's drift.
+    spec = drift_spec(exclude=["pickup_hour", "temperature_c"])
+    judged = verdict(spec, drifted_share=3 / 6, drifted_columns=drifted, features=6, compared=INPUTS)
+    assert judged.status == OK and not judged.dataset_drift
+    assert judged.message.startswith("no drift: drifted share 0.25 < 0.5")
+    # The remaining inputs still count: half of the four left drifting is drift.
+    more = verdict(spec, drifted_share=4 / 6, drifted_columns=[*drifted, "zone_trips_7d"], features=6, compared=INPUTS)
+    assert more.dataset_drift and "2 of 4 features: rain_mm, zone_trips_7d" in more.signals[0]
+
+
+def test_required_companions_gate_data_drift():
+    spec = drift_spec(require=["quality_drop"])
+    alone = verdict(spec, drifted_share=0.75, drifted_columns=INPUTS[:4], features=4)
+    assert alone.status == OK and not alone.dataset_drift
+    assert "data drift (drifted share 0.75" in alone.message and "without the required quality_drop" in alone.message
+    confirmed = verdict(spec, drifted_share=0.75, drifted_columns=INPUTS[:4], features=4,
+                        quality=labelled(400, 0.70, 0.80))
+    assert confirmed.status == DRIFT and confirmed.dataset_drift and confirmed.quality_degraded
+    assert len(confirmed.signals) == 2
+    # Prediction drift still fires on its own: require only gates the data-drift signal.
+    both = drift_spec(require=["prediction_drift", "quality_drop"])
+    assert verdict(both, prediction_drift=0.4, prediction_drifted=True).status == DRIFT
+
+
+def test_a_column_both_excluded_and_tuned_is_a_spec_error():
+    with pytest.raises(ValueError, match="rain_mm both excluded and given a test"):
+        drift_spec(exclude=["rain_mm"], columns={"rain_mm": {"stattest": "psi"}})

@@ -171,7 +171,8 @@ def fresh_policy(world, tmp_path):
 
 
 def variant(spec, **drift):
-    return spec.model_copy(update={"drift": spec.drift.model_copy(update=drift)})
+    """The spec with these drift settings, validated as a spec file's would be."""
+    return spec.model_copy(update={"drift": spec.drift.model_validate({**spec.drift.model_dump(), **drift})})
 
 
 def test_importing_monitoring_imports_no_heavy_library():
@@ -410,3 +411,34 @@ def test_predictions_without_a_champion_are_a_clear_error(world, tmp_path):
     empty_registry = dataclasses.replace(world.settings, mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(monitoring.MonitorError, match="no @champion model"):
         monitoring.check_drift(world.spec, now=end_of(CLEAN_DAY), settings=empty_registry)
+
+
+def test_excluded_and_tuned_inputs_change_the_share_through_evidently(world):
+    """drift.exclude and drift.columns reach Evidently and the verdict on a real drifted window."""
+    from airloop import monitoring
+    from airloop.spec import SpecError
+
+    start, end = midnight(DRIFT_DAYS[0]), end_of(DRIFT_DAYS[0])
+    reference = monitoring.load_reference(world.spec, world.settings)
+    window, rows, labelled, _ = monitoring.read_window(world.spec, start, end, reference, world.settings, sample_size=None)
+    plain, _ = monitoring.assess(world.spec, window, reference, window_start=start, window_end=end)
+    drifted = plain.drifted_columns
+    assert plain.drifted_share >= world.spec.drift.drift_share and len(drifted) >= 3
+
+    # Excluding every drifted input but one: still measured and reported, no longer counted.
+    kept = drifted[0]
+    calm = variant(world.spec, exclude=drifted[1:])
+    check, _ = monitoring.assess(calm, window, reference, window_start=start, window_end=end)
+    assert set(check.feature_scores) == set(plain.feature_scores)
+    assert not any(s.startswith("drifted share") for s in check.signals), check.signals
+    assert any(s.startswith("drifted share") for s in plain.signals)
+
+    # A per-input threshold no score reaches takes that input out of the drifted ones.
+    loose = variant(world.spec, columns={kept: {"stattest": "psi", "threshold": 1000.0}})
+    tuned, _ = monitoring.assess(loose, window, reference, window_start=start, window_end=end)
+    assert tuned.feature_methods[kept].lower().startswith("psi") and kept not in tuned.drifted_columns
+    assert tuned.feature_thresholds[kept] == 1000.0
+
+    with pytest.raises(SpecError, match="drift.exclude names no_such_input"):
+        monitoring.assess(variant(world.spec, exclude=["no_such_input"]), window, reference,
+                          window_start=start, window_end=end)

@@ -57,6 +57,7 @@ class DriftRun:
     borderline: list[str]  # columns (and the prediction) whose score is within the sampling error
     snapshots: dict[str, Any]  # "data_drift", "prediction_drift": Evidently snapshots
     seconds: float
+    compared_columns: list[str] | None = None  # the inputs compared, empty ones included
 
     def verdict(
         self,
@@ -82,6 +83,7 @@ class DriftRun:
             rows_checked=self.rows_checked,
             borderline=[c for c in self.borderline if c != PREDICTION],
             prediction_borderline=PREDICTION in self.borderline,
+            compared=self.compared_columns,
         )
 
     @property
@@ -108,6 +110,7 @@ def run_drift(
     """
     started = time.perf_counter()
     policy = spec.drift
+    _check_named_inputs(spec, reference)
     size = policy.sample_size if sample_size == -1 else sample_size
     rows = max(population or 0, len(current))
     sample = sample_rows(current, size, seed)
@@ -150,7 +153,21 @@ def run_drift(
         borderline=borderline,
         snapshots=snapshots,
         seconds=time.perf_counter() - started,
+        compared_columns=columns + empty,
     )
+
+
+def _check_named_inputs(spec: ModelSpec, reference: Reference) -> None:
+    """A spec's drift.exclude / drift.columns may only name the model's inputs."""
+    from airloop.spec import SpecError
+
+    for field in ("exclude", "columns"):
+        unknown = sorted(set(getattr(spec.drift, field)) - set(reference.features))
+        if unknown:
+            raise SpecError(
+                f"{spec.name}: drift.{field} names {', '.join(unknown)}, not inputs of the model "
+                f"(inputs: {', '.join(reference.features)})"
+            )
 
 
 def _compared_columns(sample: pd.DataFrame, reference: Reference) -> tuple[list[str], list[str]]:
@@ -169,6 +186,7 @@ def _data_drift(policy: DriftSpec, sample: pd.DataFrame, reference: Reference, c
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
+    # Strings (a model's categorical inputs) are compared as categories: share of each value.
     numerical = [c for c in columns if is_numeric(sample[c]) and is_numeric(reference.training[c])]
     categorical = [c for c in columns if c not in numerical]
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
@@ -178,8 +196,8 @@ def _data_drift(policy: DriftSpec, sample: pd.DataFrame, reference: Reference, c
                 columns=columns,
                 # the verdict's own threshold, so Evidently's dataset drift test agrees with it
                 drift_share=DriftThresholds.of(policy).drift_share,
-                method=policy.stattest,
-                threshold=policy.stattest_threshold,
+                **_drift_methods(policy, numerical, categorical),
+                **_per_column(policy, columns),
             )
         ],
         include_tests=True,
@@ -189,6 +207,49 @@ def _data_drift(policy: DriftSpec, sample: pd.DataFrame, reference: Reference, c
         Dataset.from_pandas(reference.training[columns].reset_index(drop=True), data_definition=definition),
     )
     return snapshot, _value_drift_results(snapshot.dict())
+
+
+def _drift_methods(policy: DriftSpec, numerical: list[str], categorical: list[str]) -> dict[str, Any]:
+    """``DataDriftPreset``'s method and threshold arguments for the spec's ``stattest``.
+
+    A method made for one kind of column only (``wasserstein``, ``ks``: numbers; ``chisquare``:
+    categories) would fail on the other kind, so when both kinds are compared it is given for
+    its own kind and the other keeps Evidently's default test and threshold. Otherwise (no
+    method, a method for both kinds, or one kind of column only) it applies to every column.
+    """
+    method, threshold = policy.stattest, policy.stattest_threshold
+    kinds = _stattest_kinds(method) if method is not None else None
+    if kinds is None or not ((numerical and "num" not in kinds) or (categorical and "cat" not in kinds)):
+        return {"method": method, "threshold": threshold}
+    chosen: dict[str, Any] = {}
+    if "num" in kinds:
+        chosen.update(num_method=method, num_threshold=threshold)
+    if "cat" in kinds:
+        chosen.update(cat_method=method, cat_threshold=threshold)
+    return chosen
+
+
+def _per_column(policy: DriftSpec, columns: list[str]) -> dict[str, Any]:
+    """``DataDriftPreset``'s per-column methods and thresholds from the spec's ``drift.columns``."""
+    tuned = {c: policy.columns[c] for c in columns if c in policy.columns}
+    methods = {c: t.stattest for c, t in tuned.items() if t.stattest is not None}
+    thresholds = {c: t.threshold for c, t in tuned.items() if t.threshold is not None}
+    return {"per_column_method": methods or None, "per_column_threshold": thresholds or None}
+
+
+def _stattest_kinds(method: str) -> set[str] | None:
+    """The column kinds (``num``, ``cat``) Evidently's registered test ``method`` takes; None if unknown."""
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+
+    kinds = set()
+    for kind in (ColumnType.Numerical, ColumnType.Categorical):
+        try:
+            get_registered_stattest(method, kind)
+        except Exception:  # noqa: BLE001 - Evidently raises its own errors for "not for this kind"
+            continue
+        kinds.add(kind.value)
+    return kinds or None  # an unknown name: let Evidently report it as it does today
 
 
 def _prediction_drift(policy: DriftSpec, sample: pd.DataFrame, reference: Reference):
