@@ -5,12 +5,22 @@ The whole closed loop, for real, on one machine with no Docker: Airflow's own co
 prediction service run as local processes; the demo drives them from outside, as a user's
 script would, through Airflow's REST API and the service's HTTP API.
 
-1. land daily order batches (one arrives with a defect) and let the daily ingest run gate them;
+1. land daily batches (one arrives with a defect) and let the daily ingest run gate them;
 2. features follow on the validated-data Asset; the first training run registers a champion;
 3. packaging follows on the champion Asset and the service starts answering with it;
 4. clean traffic is served and labelled; a drift check finds nothing;
 5. drifted days land, drifted traffic is served; two drift checks in a row find real drift,
    the policy triggers training, the new model wins the gate and the service swaps to it.
+
+It runs any model whose directory holds the example's data module, ``<model>/datagen.py``
+(``--model``; default: late_delivery) with:
+
+- ``DEFAULT_SEED`` and ``Drift(start: date, strength: float)``;
+- ``write_day(landing_dir, day, *, seed, drift, defect: bool, size) -> list[Path]``: the day's
+  files of every daily table under ``landing_dir/<table>/`` (``defect``: one the gate stops);
+- optionally ``write_references(landing_dir, day, *, seed) -> list[Path]``: tables that land once;
+- ``live_requests(day, n, *, seed, drift, stream) -> list[dict]``: request fields plus the
+  label under the spec's target.
 
 The human summary is printed; the same facts go to ``$AIRLOOP_HOME/demo-summary.json``.
 
@@ -41,14 +51,12 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, _stop_early)
     signal.signal(signal.SIGTERM, _stop_early)
 
-from airloop import datagen  # noqa: E402 - after the early stop above
-from airloop.notifiers import read_alerts  # noqa: E402
+from airloop.notifiers import read_alerts  # noqa: E402 - after the early stop above
 from airloop.settings import get_settings  # noqa: E402
-from airloop.spec import get_spec  # noqa: E402
+from airloop.spec import get_spec, import_model_module  # noqa: E402
 from airloop.testing import AirflowStack, BentoServer, deferred_signals, free_port  # noqa: E402
 
 DEMO_MODEL = "late_delivery"
-DEFECT = "out_of_range"
 
 
 def say(text: str) -> None:
@@ -123,7 +131,9 @@ class Demo:
     def __init__(self, args: argparse.Namespace, signals: StopSignals | None = None):
         self.args = args
         self.signals = signals or StopSignals()
-        self.spec = get_spec(DEMO_MODEL)
+        self.spec = get_spec(args.model)
+        self.data = import_model_module(self.spec, f"{self.spec.name}.datagen")
+        self.seed = args.seed if args.seed is not None else self.data.DEFAULT_SEED
         self.started = time.monotonic()
         self.summary: dict = {"model": self.spec.name, "steps": {}}
         self.total_steps = 8
@@ -132,7 +142,7 @@ class Demo:
         n = args.clean_days + args.drift_days
         days = [today - dt.timedelta(days=n - i) for i in range(n)]
         self.clean_days, self.drift_days = days[: args.clean_days], days[args.clean_days :]
-        self.drift = datagen.Drift(self.drift_days[0], args.drift_strength)
+        self.drift = self.data.Drift(self.drift_days[0], args.drift_strength)
 
     # -- helpers ---------------------------------------------------------------------------
     def step(self, text: str) -> None:
@@ -196,38 +206,41 @@ class Demo:
             return entry["value"]
         return None
 
+    def land_day(self, day: dt.date, *, drifted: bool = False, defect: bool = False) -> list[Path]:
+        """Write one day's files of every daily table into the landing area."""
+        size = {} if self.args.rows_per_day is None else {"size": self.args.rows_per_day}
+        return self.data.write_day(
+            get_settings().landing_dir, day, seed=self.seed, drift=self.drift if drifted else None, defect=defect, **size
+        )
+
     def send_traffic(self, day: dt.date, drifted: bool, label: str) -> dict:
-        """Serve one wave of orders through /predict_batch, then send their true labels."""
+        """Serve one wave of requests through /predict_batch, then send their true labels."""
         import requests
 
-        # Same restaurants as the batches (same seed), another draw of orders (stream).
+        # The batches' world (same seed), another draw of requests (stream).
         self.waves = getattr(self, "waves", 0) + 1
-        orders = datagen.generate_orders(
-            day, seed=self.args.seed, stream=self.waves, drift=self.drift if drifted else None,
-            orders_per_day=self.args.traffic,
+        rows = self.data.live_requests(
+            day, self.args.traffic, seed=self.seed, stream=self.waves, drift=self.drift if drifted else None
         )
-        rows = [
-            {"restaurant_id": int(o.restaurant_id), "distance_km": float(o.distance_km),
-             "items": int(o.items), "order_hour": int(o.event_timestamp.hour)}
-            for o in orders.itertuples()
-        ]
+        labels = [row.pop(self.spec.target) for row in rows]
         started = dt.datetime.now(dt.timezone.utc)
         answers = []
         for i in range(0, len(rows), 100):
             resp = requests.post(f"{self.server.url}/predict_batch", json={"rows": rows[i : i + 100]}, timeout=60)
             resp.raise_for_status()
             answers += resp.json()["predictions"]
-        for answer, truth in zip(answers, orders["was_late"].tolist()):
+        for answer, truth in zip(answers, labels):
             requests.post(
-                f"{self.server.url}/feedback", json={"request_id": answer["request_id"], "label": int(truth)},
+                f"{self.server.url}/feedback", json={"request_id": answer["request_id"], "label": truth},
                 headers={"Authorization": f"Bearer {self.server.feedback_token}"}, timeout=30,
             ).raise_for_status()
         versions = sorted({a["model_version"] for a in answers})
         mean = sum(a["prediction"] for a in answers) / len(answers)
+        actual = sum(labels) / len(labels)
         say(f"      {label}: {len(answers)} predictions by v{', v'.join(map(str, versions))}, "
-            f"mean p(late) {mean:.2f}, actual late rate {orders['was_late'].mean():.2f}; labels sent")
+            f"mean prediction {mean:.2f}, mean {self.spec.target} {actual:.2f}; labels sent")
         return {"wave": label, "requests": len(answers), "model_versions": versions, "started": started.isoformat(),
-                "mean_prediction": round(mean, 4), "late_rate": round(float(orders["was_late"].mean()), 4)}
+                "mean_prediction": round(mean, 4), "mean_label": round(actual, 4)}
 
     def drift_check(self, since: str) -> dict:
         dag_id = self.dag("monitor")
@@ -252,14 +265,15 @@ class Demo:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> dict:
         s = get_settings()
-        landing = s.landing_dir / self.spec.dataset.name
         steps = self.summary["steps"]
 
-        self.step(f"landing {len(self.clean_days)} daily order batches ({self.clean_days[0]} .. "
-                  f"{self.clean_days[-1]}); {self.clean_days[2]} arrives with a '{DEFECT}' defect")
+        self.step(f"landing {len(self.clean_days)} days of {', '.join(self.spec.dataset_names)} "
+                  f"({self.clean_days[0]} .. {self.clean_days[-1]}); {self.clean_days[2]} arrives with a defect")
+        write_references = getattr(self.data, "write_references", None)
+        if write_references is not None:
+            write_references(s.landing_dir, self.clean_days[0], seed=self.seed)
         for i, day in enumerate(self.clean_days):
-            datagen.write_batch(landing, day, seed=self.args.seed, defect=DEFECT if i == 2 else None,
-                                orders_per_day=self.args.orders_per_day)
+            self.land_day(day, defect=i == 2)
 
         self.step("starting Airflow (api-server, scheduler, dag-processor, triggerer) and the prediction service")
         self.stack.start()
@@ -285,7 +299,7 @@ class Demo:
             say("      " + alert["message"].splitlines()[0])
             for line in alert["message"].splitlines()[1:3]:
                 say("      " + line)
-        datagen.write_batch(landing, self.clean_days[2], seed=self.args.seed, orders_per_day=self.args.orders_per_day)
+        self.land_day(self.clean_days[2])
         say(f"      the corrected {self.clean_days[2]} batch is re-delivered and ingested by date")
         self.stack.trigger(self.dag("ingest"), conf={"batch_date": self.clean_days[2].isoformat()})
         self.wait_idle()
@@ -314,8 +328,7 @@ class Demo:
         self.step(f"drift: {len(self.drift_days)} drifted days land (strength {self.drift.strength}); "
                   "ingest and features follow")
         for day in self.drift_days:
-            datagen.write_batch(landing, day, seed=self.args.seed, drift=self.drift,
-                                orders_per_day=self.args.orders_per_day)
+            self.land_day(day, drifted=True)
         self.stack.trigger(self.dag("ingest"))
         self.wait_idle()
 
@@ -333,12 +346,11 @@ class Demo:
         steps["final_bento"] = self.last_task_xcom("package", "build_bento")
         import requests
 
-        answer = requests.post(
-            f"{self.server.url}/predict",
-            json={"restaurant_id": 1001, "distance_km": 3.5, "items": 2, "order_hour": 19}, timeout=30,
-        ).json()
+        (request,) = self.data.live_requests(self.today, 1, seed=self.seed, stream=99, drift=self.drift)
+        request.pop(self.spec.target)
+        answer = requests.post(f"{self.server.url}/predict", json=request, timeout=30).json()
         steps["final_predict"] = answer
-        say(f"      /predict now answers with v{answer['model_version']} (p(late) {answer['prediction']:.3f})")
+        say(f"      /predict now answers with v{answer['model_version']} (prediction {answer['prediction']:.3f})")
         triggered = [c for c in steps["drift_checks"] if c["trigger"]]
         if triggered and final.get("promoted"):
             steps["loop_timing"] = timing = self.loop_timing(triggered[-1])
@@ -363,9 +375,11 @@ class Demo:
     def main(self) -> int:
         s = get_settings()
         self.stack = AirflowStack(s.home / "airflow", env=s.as_env(), port=self.args.airflow_port)
+        # The demo model's own service, where its package DAG looks for it (serve_url_for). It
+        # serves that model only: with several specs in the models directory it must be told which.
         self.server = BentoServer(
-            s, s.home / "bento-server.log", port=int(s.serve_url.rsplit(":", 1)[-1]),
-            AIRLOOP_SERVE_POLL_SECONDS="2",
+            s, s.home / "bento-server.log", port=serve_port(s.serve_url_for(self.spec.name)),
+            AIRLOOP_SERVE_MODEL=self.spec.name, AIRLOOP_SERVE_POLL_SECONDS="2",
         )
         ok = False
         try:
@@ -436,6 +450,16 @@ class Demo:
         )
 
 
+def serve_port(url: str) -> int:
+    """The port of a local prediction service URL (the demo starts the server on it)."""
+    from urllib.parse import urlsplit
+
+    port = urlsplit(url).port
+    if port is None:
+        raise ValueError(f"the demo starts its prediction service locally and needs a port in {url!r}")
+    return port
+
+
 def collect_facts(spec) -> dict:
     """Ids read back from the stores themselves: DVC, quarantine, MLflow registry."""
     from airloop import ingest, registry
@@ -446,7 +470,7 @@ def collect_facts(spec) -> dict:
         "dvc_head": rev,
         "validated_batches": [{"batch": b.batch, "rows": b.rows, "md5": b.md5, "rev": b.rev,
                                "validation_result_id": b.validation_result_id} for b in batches],
-        "quarantined": sorted(p.name for p in (s.quarantine_dir / spec.dataset.name).glob("*.csv")),
+        "quarantined": sorted(p.name for name in spec.dataset_names for p in (s.quarantine_dir / name).glob("*.csv")),
     }
     try:
         client = registry.client(s)
@@ -500,17 +524,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None, signals: StopSignals) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--model", default=DEMO_MODEL, help="the model to run the loop for (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=None, help="default: the example's own")
     parser.add_argument("--clean-days", type=int, default=14)
     parser.add_argument("--drift-days", type=int, default=5)
     parser.add_argument("--drift-strength", type=float, default=0.6)
-    parser.add_argument("--orders-per-day", type=int, default=1500)
-    parser.add_argument("--traffic", type=int, default=800, help="orders served per traffic wave")
+    parser.add_argument("--rows-per-day", "--orders-per-day", type=int, default=None,
+                        help="events per daily batch (default: the example's own)")
+    parser.add_argument("--traffic", type=int, default=800, help="requests served per traffic wave")
     parser.add_argument("--airflow-port", type=int, default=None, help="default: a free port")
     parser.add_argument("--keep-running", action="store_true", help="leave Airflow and the service up")
     args = parser.parse_args(argv)
-    os.environ.setdefault("AIRLOOP_SERVE_URL", f"http://127.0.0.1:{free_port()}")
-    from airloop.settings import WeakSecretError, ensure_dirs, require_strong_secrets
+    from airloop.settings import WeakSecretError, ensure_dirs, require_strong_secrets, serve_url_env
+
+    # The demo model's service on a free port unless one is configured for it (its own URL or the
+    # shared one). Only the demo model's variable is set: no other model's DAGs are pointed at it.
+    if not any(os.environ.get(name, "").strip() for name in (serve_url_env(args.model), "AIRLOOP_SERVE_URL")):
+        os.environ[serve_url_env(args.model)] = f"http://127.0.0.1:{free_port()}"
 
     try:
         require_strong_secrets()
