@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airloop.orchestration import (
     asset_name, asset_uri, dag_kwargs, failure_alert, ingest_params, parse_day, publish_batch,
 )
+from airloop.settings import get_settings
 from airloop.spec import ModelSpec, load_specs
 
 
@@ -48,6 +49,7 @@ def build_ingest_dag(spec: ModelSpec):
         @task(
             on_failure_callback=failure_alert(spec, "batch rejected"),
             map_index_template="{{ batch_path.rsplit('/', 1)[-1] }}",
+            max_active_tis_per_dagrun=get_settings().ingest_parallelism,
         )
         def validate_and_publish(batch_path: str) -> dict:
             # A rejected batch fails without retries; a batch already versioned skips.

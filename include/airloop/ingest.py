@@ -149,6 +149,7 @@ def ingest_batch(spec: "ModelSpec", path: str | Path, settings: "Settings | None
     copy = settings.dvc_workspace / relpath
     copy = copy.with_name(f".{copy.name}.tmp")
 
+    _import_libraries()
     # One ingest at a time per workspace: git, DVC and the GX file context are not safe to share.
     with _exclusive(settings.dvc_workspace.with_name(settings.dvc_workspace.name + ".lock")):
         try:
@@ -163,6 +164,14 @@ def ingest_batch(spec: "ModelSpec", path: str | Path, settings: "Settings | None
             return _ingest_copy(spec, path, copy, md5, day, relpath, offline_path, settings)
         finally:
             copy.unlink(missing_ok=True)
+
+
+def _import_libraries() -> None:
+    """Import what validating and versioning need before taking the workspace lock: Great
+    Expectations alone takes seconds, and batches waiting for the lock can import side by side."""
+    import great_expectations  # noqa: F401
+    import pandas  # noqa: F401
+    from dvc.repo import Repo  # noqa: F401
 
 
 def _table_of(spec: "ModelSpec", path: Path) -> "ModelSpec":

@@ -40,6 +40,8 @@ def _positive_int(name: str, default: int) -> int:
 # The largest landing file ingest reads: 256 MiB is ~3M rows of the demo schema (its row_count
 # rule stops at 1M); reading peaks near 3x the file size (bench/bench_ingest.py).
 DEFAULT_MAX_BATCH_BYTES = 256 * 1024 * 1024
+# More concurrent ingest tasks than this only thrash 2 cores and hold ~0.3 GB each.
+DEFAULT_INGEST_PARALLELISM = 4
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class Settings:
     # Per-model prediction service URLs: (MODEL_KEY, url) pairs from AIRLOOP_SERVE_URL__<MODEL_KEY>,
     # sorted. A tuple, not a dict, so that Settings stays immutable; read it with serve_url_for().
     serve_urls: tuple[tuple[str, str], ...] = ()
+    # Batches one ingest run validates at once (AIRLOOP_INGEST_PARALLELISM). They take turns on
+    # the data workspace, but each task's imports (Great Expectations: seconds) overlap.
+    ingest_parallelism: int = DEFAULT_INGEST_PARALLELISM
 
     def serve_url_for(self, model: str) -> str:
         """Where ``model``'s prediction service answers.
@@ -134,6 +139,7 @@ _ENV_NAMES = {
     "reports_dir": "AIRLOOP_REPORTS_DIR",
     "prediction_store": "AIRLOOP_PREDICTION_STORE",
     "serve_url": "AIRLOOP_SERVE_URL",
+    "ingest_parallelism": "AIRLOOP_INGEST_PARALLELISM",
 }
 
 
@@ -164,6 +170,7 @@ def get_settings() -> Settings:
         ),
         serve_url=_env("AIRLOOP_SERVE_URL", "http://127.0.0.1:3300"),
         serve_urls=_serve_urls(),
+        ingest_parallelism=_positive_int("AIRLOOP_INGEST_PARALLELISM", DEFAULT_INGEST_PARALLELISM),
     )
 
 

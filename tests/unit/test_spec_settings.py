@@ -222,3 +222,16 @@ def test_airloop_home_is_owner_only(tmp_path, monkeypatch):
     monkeypatch.setenv("AIRLOOP_HOME", str(home))
     ensure_dirs()
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+def test_ingest_parallelism_bounds_the_ingest_dags_mapped_batches(monkeypatch):
+    assert get_settings().ingest_parallelism == 4
+    monkeypatch.setenv("AIRLOOP_INGEST_PARALLELISM", "2")
+    assert get_settings().as_env()["AIRLOOP_INGEST_PARALLELISM"] == "2"
+    from airloop.testing import load_dag
+
+    dag = load_dag("late_delivery__ingest")
+    assert dag.get_task("validate_and_publish").max_active_tis_per_dagrun == 2
+    monkeypatch.setenv("AIRLOOP_INGEST_PARALLELISM", "0")
+    with pytest.raises(ValueError, match="AIRLOOP_INGEST_PARALLELISM must be a positive whole number, got '0'"):
+        get_settings()
