@@ -448,6 +448,7 @@ def refresh_online(
     settings: Settings | None = None,
     *,
     applied: bool = False,
+    store: "FeatureStore | None" = None,
     **kwargs: Any,
 ) -> MaterializeResult | None:
     """Materialize the model's own views after its feature job ran.
@@ -456,11 +457,12 @@ def refresh_online(
     ``derived.changed_since`` (rows of past days land after their event time, so continuing
     from the last run's end would skip them). Returns None when there is nothing to load.
     Once loaded, the published tables in ``derived.detail["tables"]`` are recorded as covered.
+    Other keyword arguments go to :func:`materialize`.
     """
     from airloop.table_changes import record_refreshed
 
     s = settings or get_settings()
-    store = kwargs.pop("store", None) or get_store(s, write_batch_size=kwargs.get("write_batch_size"))
+    store = store or get_store(s, write_batch_size=kwargs.get("write_batch_size"))
     views = stored_views(spec, store)
     if not views:
         return None

@@ -191,7 +191,8 @@ class DriftSpec(_Strict):
     # of a short window is never the training period's mix) or reference data whose change is
     # the world's, not the model's.
     exclude: list[str] = Field(default_factory=list)
-    # Per-input test and threshold instead of stattest / stattest_threshold.
+    # Per-input test and threshold instead of stattest / stattest_threshold (``prediction``: the
+    # prediction drift test's).
     columns: dict[str, ColumnDrift] = Field(default_factory=dict)
     # Data drift counts as a signal only alongside these (none: on its own).
     require: list[Literal["prediction_drift", "quality_drop"]] = Field(default_factory=list)

@@ -439,6 +439,12 @@ def test_excluded_and_tuned_inputs_change_the_share_through_evidently(world):
     assert tuned.feature_methods[kept].lower().startswith("psi") and kept not in tuned.drifted_columns
     assert tuned.feature_thresholds[kept] == 1000.0
 
+    # The prediction's own threshold (drift.columns.prediction).
+    assert plain.prediction_drifted
+    calm_prediction = variant(world.spec, columns={"prediction": {"threshold": 1000.0}})
+    quiet, _ = monitoring.assess(calm_prediction, window, reference, window_start=start, window_end=end)
+    assert quiet.prediction_drifted is False and quiet.prediction_threshold == 1000.0
+
     with pytest.raises(SpecError, match="drift.exclude names no_such_input"):
         monitoring.assess(variant(world.spec, exclude=["no_such_input"]), window, reference,
                           window_start=start, window_end=end)

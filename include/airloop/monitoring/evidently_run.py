@@ -161,8 +161,8 @@ def _check_named_inputs(spec: ModelSpec, reference: Reference) -> None:
     """A spec's drift.exclude / drift.columns may only name the model's inputs."""
     from airloop.spec import SpecError
 
-    for field in ("exclude", "columns"):
-        unknown = sorted(set(getattr(spec.drift, field)) - set(reference.features))
+    for field, allowed in (("exclude", set(reference.features)), ("columns", {*reference.features, PREDICTION})):
+        unknown = sorted(set(getattr(spec.drift, field)) - allowed)
         if unknown:
             raise SpecError(
                 f"{spec.name}: drift.{field} names {', '.join(unknown)}, not inputs of the model "
@@ -231,7 +231,7 @@ def _drift_methods(policy: DriftSpec, numerical: list[str], categorical: list[st
 
 def _per_column(policy: DriftSpec, columns: list[str]) -> dict[str, Any]:
     """``DataDriftPreset``'s per-column methods and thresholds from the spec's ``drift.columns``."""
-    tuned = {c: policy.columns[c] for c in columns if c in policy.columns}
+    tuned = {c: policy.columns[c] for c in columns if c in policy.columns}  # the prediction's is its own
     methods = {c: t.stattest for c, t in tuned.items() if t.stattest is not None}
     thresholds = {c: t.threshold for c, t in tuned.items() if t.threshold is not None}
     return {"per_column_method": methods or None, "per_column_threshold": thresholds or None}
@@ -261,8 +261,11 @@ def _prediction_drift(policy: DriftSpec, sample: pd.DataFrame, reference: Refere
     from evidently.metrics import ValueDrift
 
     definition = DataDefinition(numerical_columns=[PREDICTION])
+    own = policy.columns.get(PREDICTION)  # drift.columns.prediction: the prediction's own test
+    method = own.stattest if own and own.stattest else policy.stattest
+    threshold = own.threshold if own and own.threshold is not None else policy.stattest_threshold
     report = Report(
-        [ValueDrift(column=PREDICTION, method=policy.stattest, threshold=policy.stattest_threshold)],
+        [ValueDrift(column=PREDICTION, method=method, threshold=threshold)],
         include_tests=True,
     )
     snapshot = report.run(
