@@ -637,9 +637,6 @@ def _feature_names(service: "FeatureService") -> list[str]:
     return [f.name for projection in service.feature_view_projections for f in projection.features]
 
 
-# Accessors of pandas' ``.dt`` for each timestamp part a spec can derive a request field from.
-_TIME_PARTS = {"hour": "hour", "day_of_week": "dayofweek", "day_of_month": "day", "month": "month", "minute": "minute"}
-
 
 def entity_df_from_events(spec: "ModelSpec", events: "pd.DataFrame") -> "pd.DataFrame":
     """Entity rows for :func:`build_training_set` from dataset rows: keys, time, request fields, label.
@@ -648,6 +645,8 @@ def entity_df_from_events(spec: "ModelSpec", events: "pd.DataFrame") -> "pd.Data
     in UTC; the others are the dataset's columns.
     """
     import pandas as pd
+
+    from airloop.spec import TIME_PARTS
 
     ts = spec.dataset.timestamp
     frame = pd.DataFrame({key: events[key].to_numpy() for key in spec.join_keys}, index=events.index)
@@ -658,7 +657,7 @@ def entity_df_from_events(spec: "ModelSpec", events: "pd.DataFrame") -> "pd.Data
             frame[name] = events[name]
         else:
             stamps = pd.to_datetime(events[derived.of], utc=True)
-            frame[name] = getattr(stamps.dt, _TIME_PARTS[derived.part]).astype("int64")
+            frame[name] = getattr(stamps.dt, TIME_PARTS[derived.part].accessor).astype("int64")
     frame[spec.target] = events[spec.target]
     return frame.reset_index(drop=True)
 

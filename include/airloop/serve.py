@@ -85,11 +85,12 @@ def serving_spec(config: ServeConfig | None = None, settings: Settings | None = 
 
 def _bounds(spec: "ModelSpec", name: str) -> tuple[str | None, tuple[float, float] | None]:
     """(type, range) of a request field: the spec's column type and validation range."""
-    from airloop.spec import TIME_PART_RANGES
+    from airloop.spec import TIME_PARTS
 
     derived = spec.features.derived.get(name)
     if derived is not None:  # a part of a timestamp: an integer in that part's range
-        return "int", TIME_PART_RANGES[derived.part]
+        part = TIME_PARTS[derived.part]
+        return "int", (part.low, part.high)
     return spec.dataset.columns.get(name), spec.validation.ranges.get(name)
 
 

@@ -8,6 +8,7 @@ factory builds each model's lifecycle DAGs from its spec; the stage functions re
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -79,13 +80,24 @@ class ReferenceSpec(DatasetSpec):
 
 
 TimePart = Literal["hour", "day_of_week", "day_of_month", "month", "minute"]
-# The values each part of a timestamp can take: the derived request field's range.
-TIME_PART_RANGES: dict[str, tuple[int, int]] = {
-    "hour": (0, 23),
-    "day_of_week": (0, 6),  # Monday is 0
-    "day_of_month": (1, 31),
-    "month": (1, 12),
-    "minute": (0, 59),
+
+
+@dataclass(frozen=True)
+class TimePartInfo:
+    """How a part of a timestamp is read (pandas' ``.dt`` accessor) and the values it takes
+    (the derived request field's range)."""
+
+    accessor: str
+    low: int
+    high: int
+
+
+TIME_PARTS: dict[str, TimePartInfo] = {
+    "hour": TimePartInfo("hour", 0, 23),
+    "day_of_week": TimePartInfo("dayofweek", 0, 6),  # Monday is 0
+    "day_of_month": TimePartInfo("day", 1, 31),
+    "month": TimePartInfo("month", 1, 12),
+    "minute": TimePartInfo("minute", 0, 59),
 }
 
 
