@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, dag, get_current_context, task
 
-from airloop.orchestration import asset_name, asset_uri, dag_kwargs
-from airloop.spec import ModelSpec, load_specs
+from airloop.orchestration import asset_name, asset_uri, dag_kwargs, dag_specs
+from airloop.spec import ModelSpec
 
 
 def build_features_dag(spec: ModelSpec):
@@ -74,5 +74,5 @@ def build_features_dag(spec: ModelSpec):
     return features()
 
 
-for _spec in load_specs():
+for _spec in dag_specs():
     globals()[_spec.dag_id("features")] = build_features_dag(_spec)

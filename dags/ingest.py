@@ -15,10 +15,10 @@ from airflow.sdk import Asset, AssetAlias, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airloop.orchestration import (
-    asset_name, asset_uri, dag_kwargs, failure_alert, ingest_params, parse_day, publish_batch,
+    asset_name, asset_uri, dag_kwargs, dag_specs, failure_alert, ingest_parallelism, ingest_params, parse_day,
+    publish_batch,
 )
-from airloop.settings import get_settings
-from airloop.spec import ModelSpec, load_specs
+from airloop.spec import ModelSpec
 
 
 def build_ingest_dag(spec: ModelSpec):
@@ -28,11 +28,8 @@ def build_ingest_dag(spec: ModelSpec):
 
     @dag(
         **dag_kwargs(
-            spec,
-            "ingest",
+            spec, "ingest", schedule=spec.schedules.ingest, doc_md=__doc__,
             description=f"Validate, version and publish {', '.join(spec.dataset_names)} batches for {spec.name}",
-            schedule=spec.schedules.ingest,
-            doc_md=__doc__,
         ),
         params=ingest_params(),
     )
@@ -49,7 +46,7 @@ def build_ingest_dag(spec: ModelSpec):
         @task(
             on_failure_callback=failure_alert(spec, "batch rejected"),
             map_index_template="{{ batch_path.rsplit('/', 1)[-1] }}",
-            max_active_tis_per_dagrun=get_settings().ingest_parallelism,
+            max_active_tis_per_dagrun=ingest_parallelism(),
         )
         def validate_and_publish(batch_path: str) -> dict:
             # A rejected batch fails without retries; a batch already versioned skips.
@@ -78,5 +75,5 @@ def build_ingest_dag(spec: ModelSpec):
     return ingest()
 
 
-for _spec in load_specs():
+for _spec in dag_specs():
     globals()[_spec.dag_id("ingest")] = build_ingest_dag(_spec)

@@ -14,9 +14,10 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import dag, get_current_context, task
 
 from airloop.orchestration import (
-    RETRAIN_POLICY_TASK, dag_kwargs, monitor_params, retrain_conf, retrain_failure_callbacks, window_length,
+    RETRAIN_POLICY_TASK, dag_kwargs, dag_specs, monitor_params, retrain_conf, retrain_failure_callbacks,
+    window_length,
 )
-from airloop.spec import ModelSpec, load_specs
+from airloop.spec import ModelSpec
 
 
 def build_monitor_dag(spec: ModelSpec):
@@ -71,5 +72,5 @@ def build_monitor_dag(spec: ModelSpec):
     return monitor()
 
 
-for _spec in load_specs():
+for _spec in dag_specs():
     globals()[_spec.dag_id("monitor")] = build_monitor_dag(_spec)

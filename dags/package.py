@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, dag, task
 
-from airloop.orchestration import asset_name, asset_uri, dag_kwargs
-from airloop.spec import ModelSpec, load_specs
+from airloop.orchestration import asset_name, asset_uri, dag_kwargs, dag_specs
+from airloop.spec import ModelSpec
 
 
 def build_package_dag(spec: ModelSpec):
@@ -55,5 +55,5 @@ def build_package_dag(spec: ModelSpec):
     return package()
 
 
-for _spec in load_specs():
+for _spec in dag_specs():
     globals()[_spec.dag_id("package")] = build_package_dag(_spec)

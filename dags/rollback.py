@@ -10,8 +10,8 @@ from datetime import datetime
 
 from airflow.sdk import Asset, dag, get_current_context, task
 
-from airloop.orchestration import asset_name, asset_uri, dag_tags, default_args, rollback_params
-from airloop.spec import ModelSpec, load_specs
+from airloop.orchestration import asset_name, asset_uri, dag_specs, dag_tags, default_args, rollback_params
+from airloop.spec import ModelSpec
 
 
 def build_rollback_dag(spec: ModelSpec):
@@ -49,5 +49,5 @@ def build_rollback_dag(spec: ModelSpec):
     return rollback()
 
 
-for _spec in load_specs():
+for _spec in dag_specs():
     globals()[_spec.dag_id("rollback")] = build_rollback_dag(_spec)

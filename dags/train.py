@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, dag, get_current_context, task
 
-from airloop.orchestration import asset_name, asset_uri, dag_kwargs, parse_day, run_reason, train_params
-from airloop.spec import ModelSpec, load_specs
+from airloop.orchestration import (
+    asset_name, asset_uri, dag_kwargs, dag_specs, parse_day, run_reason, train_params,
+)
+from airloop.spec import ModelSpec
 
 
 def build_train_dag(spec: ModelSpec):
@@ -73,5 +75,5 @@ def build_train_dag(spec: ModelSpec):
     return train()
 
 
-for _spec in load_specs():
+for _spec in dag_specs():
     globals()[_spec.dag_id("train")] = build_train_dag(_spec)

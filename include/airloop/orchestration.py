@@ -9,6 +9,7 @@ module level; callbacks import what they need when they run.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,29 @@ if TYPE_CHECKING:
     from airloop.spec import ModelSpec
 
 STAGES = ("ingest", "features", "train", "rollback", "package", "monitor")
+
+log = logging.getLogger(__name__)
+
+
+def dag_specs() -> list["ModelSpec"]:
+    """The specs the DAG files build DAGs for: every one that loads.
+
+    A broken spec file is logged as an error by every DAG file that parses it (the Models view
+    shows it too) and gets no DAGs, but it does not take the other models' DAGs down with it.
+    """
+    from airloop.spec import load_valid_specs
+
+    specs, errors = load_valid_specs()
+    for error in errors:
+        log.error("no DAGs for this spec: %s", error)
+    return specs
+
+
+def ingest_parallelism() -> int:
+    """How many batches one ingest run validates at once (``AIRLOOP_INGEST_PARALLELISM``)."""
+    from airloop.settings import get_settings
+
+    return get_settings().ingest_parallelism
 
 
 def default_args(spec: "ModelSpec") -> dict:

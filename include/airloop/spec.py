@@ -403,6 +403,22 @@ def load_specs(models_dir: str | Path | None = None) -> list[ModelSpec]:
     return [load_spec(p) for p in sorted(Path(models_dir).glob("*.yaml"))]
 
 
+def load_valid_specs(models_dir: str | Path | None = None) -> tuple[list[ModelSpec], list[SpecError]]:
+    """Every spec in the models directory that loads, sorted by name, and the errors of those
+    that do not (each names its file)."""
+    if models_dir is None:
+        from airloop.settings import get_settings
+
+        models_dir = get_settings().models_dir
+    specs, errors = [], []
+    for path in sorted(Path(models_dir).glob("*.yaml")):
+        try:
+            specs.append(load_spec(path))
+        except SpecError as exc:
+            errors.append(exc)
+    return specs, errors
+
+
 def get_spec(name: str, models_dir: str | Path | None = None) -> ModelSpec:
     for spec in load_specs(models_dir):
         if spec.name == name:

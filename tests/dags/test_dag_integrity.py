@@ -215,3 +215,22 @@ def test_dag_conventions(dagbag, check):
             assert dag.default_args.get("owner"), f"{dag_id} has no owner"
         else:
             assert dag.doc_md, f"{dag_id} has no doc_md"
+
+
+def test_a_broken_spec_gets_no_dags_but_takes_no_other_models_down(tmp_path, monkeypatch):
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(REPO_ROOT / "include" / "models", models)
+    (models / "broken.yaml").write_text("name: broken\ndataset: {name: x}\n")
+    monkeypatch.setenv("AIRLOOP_MODELS_DIR", str(models))
+    from airloop.orchestration import dag_specs
+    from airloop.spec import SpecError, load_valid_specs
+
+    specs, errors = load_valid_specs()
+    assert [s.name for s in specs] == [s.name for s in load_specs(REPO_ROOT / "include" / "models")]
+    assert len(errors) == 1 and isinstance(errors[0], SpecError) and "broken.yaml" in str(errors[0])
+    assert [s.name for s in dag_specs()] == [s.name for s in specs]
+    (result,) = probe((DAGS, None))  # a fresh interpreter, with this models dir
+    assert result["import_errors"] == {}
+    assert {dag_id.split("__")[0] for dag_id in result["dags"]} == {s.name for s in specs}
