@@ -325,7 +325,7 @@ def test_request_schema_lists_the_categories_and_refuses_others(world):
     assert problem["msg"] == "Input should be 'economy', 'comfort' or 'xl'"
     for example in serve.request_examples(world.spec):  # the OpenAPI examples are valid requests
         assert Request.model_validate_json(json.dumps(example)).service_class in CLASSES
-    assert serve._sample_value(world.spec, "service_class") in CLASSES  # the warm-up request too
+    assert serve.schema.sample_value(world.spec, "service_class") in CLASSES  # the warm-up request too
 
 
 def test_model_frame_keeps_strings_and_casts_numbers():

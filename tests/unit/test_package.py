@@ -69,7 +69,7 @@ def test_package_champion_builds_a_labelled_bento(champion, packaged, demo_spec)
     assert (Path(model.path) / "mlflow_model" / "MLmodel").exists()  # the version's own artifact
 
     src = Path(bento.path) / "src"
-    for path in ("airloop_bento.py", "include/airloop/bento_service.py", "include/airloop/serve.py",
+    for path in ("airloop_bento.py", "include/airloop/bento_service.py", "include/airloop/serve/__init__.py",
                  "include/models/late_delivery.yaml", "include/models/late_delivery/feature_repo/feature_services.py",
                  "include/models/late_delivery/restaurant_stats.py",
                  "feature_repo/feature_store.yaml"):
