@@ -346,7 +346,8 @@ class Demo:
         steps["final_bento"] = self.last_task_xcom("package", "build_bento")
         import requests
 
-        (request,) = self.data.live_requests(self.today, 1, seed=self.seed, stream=99, drift=self.drift)
+        # One request of today's traffic (a generator may draw a random number of rows around n).
+        request = self.data.live_requests(self.today, 50, seed=self.seed, stream=99, drift=self.drift)[0]
         request.pop(self.spec.target)
         answer = requests.post(f"{self.server.url}/predict", json=request, timeout=30).json()
         steps["final_predict"] = answer
