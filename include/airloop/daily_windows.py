@@ -30,7 +30,7 @@ from airloop.fileio import atomic_path
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Derived", "WindowsResult", "dated_files", "end_of_day", "recompute"]
+__all__ = ["Derived", "WindowsResult", "combine_results", "dated_files", "end_of_day", "recompute"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,28 @@ class WindowsResult(Derived):
     unchanged: int = 0
     removed: list[dt.date] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def combine_results(results: dict[str, WindowsResult]) -> WindowsResult:
+    """One result for a job that computes several sources from the same input days.
+
+    The online store must be refreshed from the earliest change of any source; days are
+    listed once whichever source they were written for; ``detail`` keeps each source's own.
+    """
+    changes = [r.changed_since for r in results.values() if r.changed_since is not None]
+    written = sorted({day for r in results.values() for day in r.written})
+    removed = sorted({day for r in results.values() for day in r.removed})
+    first = next(iter(results.values()))
+    return WindowsResult(
+        changed_since=min(changes) if changes else None,
+        rows=sum(r.rows for r in results.values()),
+        detail={name: {**r.detail, "rows": r.rows} for name, r in results.items()},
+        written=written,
+        # Input days no source had to rewrite (every source sees the same input days).
+        unchanged=first.unchanged + len(first.written) - len(written),
+        removed=removed,
+        seconds=sum(r.seconds for r in results.values()),
+    )
 
 
 def end_of_day(day: dt.date) -> dt.datetime:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from airloop import features, validation
+from airloop import daily_windows
 from airloop.daily_windows import Derived, WindowsResult, end_of_day
 from airloop.settings import Settings, ensure_dirs, get_settings
 from airloop.spec import load_spec
@@ -319,11 +320,11 @@ def test_combined_result_takes_the_earliest_change():
     a = WindowsResult(changed_since=t2, rows=4, detail={"days_written": 1}, written=[DAY0 + dt.timedelta(days=3)],
                       unchanged=3)
     b = WindowsResult(changed_since=t1, rows=6, detail={"days_written": 4}, written=days(4), unchanged=0)
-    both = trip_stats.combined({"vehicle_stats": a, "zone_stats": b})
+    both = daily_windows.combine_results({"vehicle_stats": a, "zone_stats": b})
     assert (both.changed_since, both.rows, both.written, both.unchanged) == (t1, 10, days(4), 0)
     assert both.detail == {"vehicle_stats": {"days_written": 1, "rows": 4}, "zone_stats": {"days_written": 4, "rows": 6}}
     quiet = WindowsResult(changed_since=None, unchanged=4)
-    assert trip_stats.combined({"vehicle_stats": quiet, "zone_stats": quiet}).changed_since is None
+    assert daily_windows.combine_results({"vehicle_stats": quiet, "zone_stats": quiet}).changed_since is None
 
 
 def test_the_library_runs_the_spec_transform(tmp_path):

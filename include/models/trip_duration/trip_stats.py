@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
-from airloop.daily_windows import WindowsResult, recompute
+from airloop.daily_windows import WindowsResult, combine_results, recompute
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,29 +50,7 @@ def compute(spec: "ModelSpec", settings: "Settings", *, force: bool = False) -> 
         combine=zone_window_stats,
         **common,
     )
-    return combined({VEHICLE_OUTPUT: vehicles, ZONE_OUTPUT: zones})
-
-
-def combined(results: dict[str, WindowsResult]) -> WindowsResult:
-    """One result for several sources computed from the same input days.
-
-    The online store must be refreshed from the earliest change of any source; days are
-    listed once whichever source they were written for; ``detail`` keeps each source's own.
-    """
-    changes = [r.changed_since for r in results.values() if r.changed_since is not None]
-    written = sorted({day for r in results.values() for day in r.written})
-    removed = sorted({day for r in results.values() for day in r.removed})
-    first = next(iter(results.values()))
-    return WindowsResult(
-        changed_since=min(changes) if changes else None,
-        rows=sum(r.rows for r in results.values()),
-        detail={name: {**r.detail, "rows": r.rows} for name, r in results.items()},
-        written=written,
-        # Input days no source had to rewrite (every source sees the same input days).
-        unchanged=first.unchanged + len(first.written) - len(written),
-        removed=removed,
-        seconds=sum(r.seconds for r in results.values()),
-    )
+    return combine_results({VEHICLE_OUTPUT: vehicles, ZONE_OUTPUT: zones})
 
 
 def _sums(trips: "pd.DataFrame", key: str, **extra: tuple[str, str]) -> "pd.DataFrame":
