@@ -8,9 +8,10 @@ import sys
 
 QUICK = ["bench.parse_dags"]
 # Minutes each on 2 cores: feature materialization, point-in-time joins (offline stores against
-# merge_asof), serving latency, drift check cost, and the closed loop (a whole demo run).
+# merge_asof), serving latency, drift check cost, the closed loop (a whole demo run), ingest, and
+# windowed statistics (daily_windows against Feast's BatchFeatureView aggregations).
 LONG = ["bench.bench_materialize", "bench.bench_pit_join", "bench.bench_drift", "bench.bench_serve", "bench.bench_loop",
-        "bench.bench_ingest"]
+        "bench.bench_ingest", "bench.bench_aggregations"]
 
 if __name__ == "__main__":
     status = 0
