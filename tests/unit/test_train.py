@@ -155,7 +155,9 @@ def _start_mlflow(db_url: str, artifacts, port: int) -> subprocess.Popen:
     )
     import requests
 
-    for _ in range(120):
+    # Generous: the first start migrates a new Postgres database, slow on a busy 2-core machine.
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
         try:
             if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
                 return proc
@@ -178,9 +180,10 @@ def mlflow_server(home, tmp_path, monkeypatch):
     db_url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     proc = _start_mlflow(db_url, tmp_path / "artifacts", port)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
-    # Fail fast when the server is down instead of MLflow's minutes of backoff.
+    # Fail fast when the server is down instead of MLflow's minutes of backoff. A stopped server
+    # refuses at once; the timeout only bounds a slow answer of the live one (a busy machine).
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     server = {"proc": proc, "port": port, "db_url": db_url, "artifacts": tmp_path / "artifacts"}
     yield server
     os.killpg(server["proc"].pid, 15)
