@@ -14,14 +14,13 @@ from a chosen day (for the monitoring loop).
 from __future__ import annotations
 
 import datetime as dt
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from airloop.fileio import atomic_path
+from airloop.fileio import atomic_path, to_csv_bytes
 
 ZONES = ("center", "north", "south", "east", "west")
 COLUMNS = (
@@ -163,15 +162,6 @@ def _unique_per_group(groups: np.ndarray, seconds: np.ndarray) -> np.ndarray:
         seen.add((g, s))
         out[i] = s
     return out
-
-
-def to_csv_bytes(frame: pd.DataFrame) -> bytes:
-    out = frame.copy()
-    if "event_timestamp" in out and pd.api.types.is_datetime64_any_dtype(out["event_timestamp"]):
-        out["event_timestamp"] = out["event_timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    buf = io.StringIO()
-    out.to_csv(buf, index=False, lineterminator="\n")
-    return buf.getvalue().encode()
 
 
 def apply_defect(frame: pd.DataFrame, defect: str, *, seed: int = 7) -> bytes:

@@ -1,4 +1,4 @@
-"""Small file and time helpers shared by the stages: atomic writes and UTC normalization.
+"""Small file and time helpers shared by the stages: atomic writes, landing CSV, UTC normalization.
 
 Readers of Airloop's files (Feast's offline store, the ingest DAG's landing glob, the policy
 state) must never see half a file, so every writer goes through :func:`atomic_path`.
@@ -11,9 +11,12 @@ import datetime as dt
 import os
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-__all__ = ["as_utc", "atomic_path", "to_utc_naive", "write_atomic"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["as_utc", "atomic_path", "to_csv_bytes", "to_utc_naive", "write_atomic", "write_csv"]
 
 UTC = dt.timezone.utc
 
@@ -42,6 +45,30 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         fh.write(data.encode() if isinstance(data, str) else data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def to_csv_bytes(frame: "pd.DataFrame") -> bytes:
+    """The landing CSV of ``frame``: timestamps as ISO 8601 UTC with a ``Z``, as ingest reads them.
+
+    No index, ``\n`` line ends, UTF-8; the same frame always gives the same bytes.
+    """
+    import pandas as pd
+
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[column]):
+            out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out.to_csv(index=False, lineterminator="\n").encode()
+
+
+def write_csv(path: Path, frame: "pd.DataFrame") -> Path:
+    """Write ``frame`` to ``path`` as the landing CSV (:func:`to_csv_bytes`), atomically.
+
+    A reader (the ingest DAG's landing glob) never sees half a file. Returns ``path``.
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(to_csv_bytes(frame))
+    return path
 
 
 def as_utc(value: "dt.datetime | str | None") -> dt.datetime | None:

@@ -30,3 +30,24 @@ def test_utc_normalization():
     assert as_utc("2026-03-01T10:00:00Z") == as_utc(dt.datetime(2026, 3, 1, 10))
     assert to_utc_naive(aware) == dt.datetime(2026, 3, 1, 10)
     assert as_utc(None) is None and to_utc_naive(None) is None
+
+
+def test_landing_csv_has_every_timestamp_in_utc_with_a_z(tmp_path):
+    import pandas as pd
+
+    from airloop.fileio import to_csv_bytes, write_csv
+
+    frame = pd.DataFrame({
+        "zone": ["north", "south"],
+        "event_timestamp": pd.to_datetime(["2026-03-01T10:00:00Z", "2026-03-01T23:59:59Z"]),
+        "opened_at": pd.to_datetime(["2019-06-01 08:30", "2020-01-02 00:00"]),  # naive: taken as UTC
+        "seats": [40, 12],
+    })
+    expected = (b"zone,event_timestamp,opened_at,seats\n"
+                b"north,2026-03-01T10:00:00Z,2019-06-01T08:30:00Z,40\n"
+                b"south,2026-03-01T23:59:59Z,2020-01-02T00:00:00Z,12\n")
+    assert to_csv_bytes(frame) == expected
+    assert frame["event_timestamp"].dtype.kind == "M", "the caller's frame is left as it was"
+    path = write_csv(tmp_path / "landing" / "kitchens_2026-03-01.csv", frame)
+    assert path.read_bytes() == expected
+    assert [p.name for p in path.parent.iterdir()] == [path.name], "no temporary file is left"

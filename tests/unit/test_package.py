@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -49,6 +50,28 @@ def packaged(champion, demo_spec):
     return package_champion(demo_spec, settings)
 
 
+def test_staged_sources_hold_every_library_package(tmp_path, demo_spec):
+    """Each subpackage of the library (prediction_log, validation, serve, ...) goes into the Bento
+    whole, and imports from the staged copy alone."""
+    from airloop.package import stage_sources
+    from airloop.settings import REPO_ROOT
+
+    copied = set(stage_sources(tmp_path, demo_spec))
+    library = REPO_ROOT / "include" / "airloop"
+    packages = sorted(p.parent for p in library.rglob("__init__.py") if p.parent != library)
+    assert {"prediction_log", "validation", "serve", "features", "monitoring"} <= {p.name for p in packages}
+    for module in (m for package in packages for m in package.glob("*.py")):
+        relative = str(module.relative_to(REPO_ROOT))
+        assert relative in copied and (tmp_path / relative).is_file(), relative
+    names = [f"airloop.{p.name}" for p in packages]
+    code = f"import importlib, json; print(json.dumps([importlib.import_module(n).__file__ for n in {names!r}]))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / "include", capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path / "include")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name, file in zip(names, json.loads(out.stdout)):
+        assert Path(file).is_relative_to(tmp_path), (name, file)
+
+
 def test_package_champion_builds_a_labelled_bento(champion, packaged, demo_spec):
     import bentoml
     from airloop.package import bentoml_home
@@ -70,6 +93,8 @@ def test_package_champion_builds_a_labelled_bento(champion, packaged, demo_spec)
 
     src = Path(bento.path) / "src"
     for path in ("airloop_bento.py", "include/airloop/bento_service.py", "include/airloop/serve/__init__.py",
+                 "include/airloop/prediction_log/__init__.py", "include/airloop/prediction_log/writer.py",
+                 "include/airloop/validation/__init__.py", "include/airloop/validation/csv_batch.py",
                  "include/models/late_delivery.yaml", "include/models/late_delivery/feature_repo/feature_services.py",
                  "include/models/late_delivery/restaurant_stats.py",
                  "feature_repo/feature_store.yaml"):

@@ -54,8 +54,9 @@ def _no_leaked_tracking_uri(monkeypatch):
 
 def test_importing_serve_imports_no_heavy_library():
     code = (
-        "import sys, airloop.serve, airloop.package; "
-        "print(sorted({'mlflow', 'feast', 'pandas', 'sqlalchemy', 'bentoml', 'sklearn'} & set(sys.modules)))"
+        "import sys, airloop.serve, airloop.package, airloop.prediction_log; "
+        "print(sorted({'mlflow', 'feast', 'pandas', 'sqlalchemy', 'psycopg', 'psycopg2', 'bentoml', 'sklearn'}"
+        " & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -17,6 +17,7 @@ import pytest
 from airloop import features, validation
 from airloop import daily_windows
 from airloop.daily_windows import Derived, WindowsResult, end_of_day
+from airloop.fileio import to_csv_bytes
 from airloop.settings import Settings, ensure_dirs, get_settings
 from airloop.spec import load_spec
 
@@ -171,7 +172,7 @@ def test_every_generated_file_passes_the_library_validation(settings):
     for name, frames in batches.items():
         table = SPEC.for_dataset(name)
         for frame in frames:
-            data = datagen.to_csv_bytes(frame)
+            data = to_csv_bytes(frame)
             typed, failures = validation.read_typed(table, data)
             assert failures == [] and len(typed) == len(frame)
             result, published = validation.run_validation(table, f"{name}_{DAY0}.csv", data, DAY0, settings)
@@ -375,7 +376,7 @@ HISTORY_DAYS = 9
 
 def publish(settings: Settings, name: str, day: dt.date, frame: pd.DataFrame) -> None:
     """What ingest publishes for a table that passed: the library's typed read of the CSV."""
-    typed, failures = validation.read_typed(SPEC.for_dataset(name), datagen.to_csv_bytes(frame))
+    typed, failures = validation.read_typed(SPEC.for_dataset(name), to_csv_bytes(frame))
     assert failures == []
     out = settings.offline_dir / name
     out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,6 @@ script (``python include/models/trip_duration/datagen.py --start 2026-01-01 --da
 from __future__ import annotations
 
 import datetime as dt
-import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from airloop.fileio import atomic_path
+from airloop.fileio import write_csv
 
 TRIP_COLUMNS = (
     "trip_id",
@@ -284,23 +283,6 @@ def live_requests(
     ]
 
 
-def to_csv_bytes(frame: pd.DataFrame) -> bytes:
-    """The landing CSV of ``frame``: timestamps as ISO 8601 UTC with a ``Z``, as ingest reads them."""
-    out = frame.copy()
-    for column in out.columns:
-        if pd.api.types.is_datetime64_any_dtype(out[column]):
-            out[column] = out[column].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-    buf = io.StringIO()
-    out.to_csv(buf, index=False, lineterminator="\n")
-    return buf.getvalue().encode()
-
-
-def _write(path: Path, frame: pd.DataFrame) -> Path:
-    with atomic_path(path) as tmp:  # the ingest DAG never sees half a file
-        tmp.write_bytes(to_csv_bytes(frame))
-    return path
-
-
 def write_day(
     landing_dir: Path,
     day: dt.date,
@@ -319,8 +301,8 @@ def write_day(
     if defect:
         trips.loc[trips.index[:5], "distance_km"] = -2.5
     return [
-        _write(landing_dir / "trips" / f"trips_{day:%Y-%m-%d}.csv", trips),
-        _write(landing_dir / "zone_weather" / f"zone_weather_{day:%Y-%m-%d}.csv",
+        write_csv(landing_dir / "trips" / f"trips_{day:%Y-%m-%d}.csv", trips),
+        write_csv(landing_dir / "zone_weather" / f"zone_weather_{day:%Y-%m-%d}.csv",
                generate_weather(day, seed=seed, drift=drift)),
     ]
 
@@ -332,7 +314,7 @@ def write_references(landing_dir: Path, day: dt.date, *, seed: int = DEFAULT_SEE
 
 def write_vehicles(landing_dir: Path, day: dt.date, *, seed: int = DEFAULT_SEED) -> Path:
     """Write the fleet snapshot of ``day`` to ``landing_dir/vehicles/``."""
-    return _write(landing_dir / "vehicles" / f"vehicles_{day:%Y-%m-%d}.csv", vehicles_table(seed))
+    return write_csv(landing_dir / "vehicles" / f"vehicles_{day:%Y-%m-%d}.csv", vehicles_table(seed))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,10 @@
-"""The prediction log: every prediction the service makes, in a SQL store, and its readers.
+"""Writing the prediction log: :class:`PredictionLog`, the store the service appends to.
 
-:class:`PredictionLog` appends each prediction (request id, time, entity, the features used as
-JSON, prediction, model version) to the SQL store named by ``settings.prediction_store``
-(SQLite under ``AIRLOOP_HOME`` by default, Postgres in compose) in batches from a background
-thread; ``attach_label`` records the true label later. :func:`read_predictions`,
-:func:`count_predictions` and :func:`read_window_rows` read it back (the drift monitor, the
-demo, benchmarks); nothing else touches the table.
-
-Heavy libraries (pandas, sqlalchemy) are imported inside functions.
+Each prediction (request id, time, entity, the features used as JSON, prediction, model
+version) is queued on the request path and written in batches by a background thread;
+:meth:`PredictionLog.attach_label` records the true label later (feedback). While the store is
+down, rows wait in memory and then in spill files, replayed once it recovers.
+sqlalchemy is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -16,39 +13,22 @@ import datetime as dt
 import json
 import logging
 import os
-import re
 import threading
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 from airloop.errors import PredictionStoreError, UnknownRequestId
 from airloop.fileio import to_utc_naive
+from airloop.prediction_log.store import make_engine, predictions_table, safe_url, store_error
 from airloop.settings import Settings, get_settings
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from airloop.spec import ModelSpec
-
-__all__ = [
-    "PREDICTIONS_TABLE",
-    "LoggedPrediction",
-    "PredictionLog",
-    "count_predictions",
-    "make_engine",
-    "predictions_table",
-    "read_predictions",
-    "read_window_rows",
-    "safe_url",
-]
+__all__ = ["LoggedPrediction", "PredictionLog"]
 
 log = logging.getLogger(__name__)
-
-PREDICTIONS_TABLE = "airloop_predictions"
 
 
 @dataclass
@@ -66,67 +46,8 @@ class LoggedPrediction:
 
     @property
     def features_missing(self) -> bool:
+        """True when some model input had no value (a cold-start estimate)."""
         return bool(self.missing_features)
-
-
-def predictions_table(metadata=None):
-    """The prediction log's SQLAlchemy table (on ``metadata``, or a fresh one)."""
-    import sqlalchemy as sa
-
-    metadata = metadata if metadata is not None else sa.MetaData()
-    return sa.Table(
-        PREDICTIONS_TABLE,
-        metadata,
-        sa.Column("request_id", sa.String(64), primary_key=True),
-        sa.Column("model", sa.String(128), nullable=False),
-        sa.Column("model_version", sa.String(64), nullable=False),
-        sa.Column("predicted_at", sa.DateTime(), nullable=False),  # naive UTC
-        sa.Column("entity", sa.String(256), nullable=False),
-        sa.Column("features", sa.Text(), nullable=False),  # JSON object: model input by name
-        sa.Column("features_missing", sa.Boolean(), nullable=False),
-        sa.Column("prediction", sa.Float(), nullable=False),
-        sa.Column("label", sa.Float(), nullable=True),
-        sa.Column("labeled_at", sa.DateTime(), nullable=True),  # naive UTC
-        sa.Index(f"ix_{PREDICTIONS_TABLE}_model_time", "model", "predicted_at"),
-    )
-
-
-def safe_url(url: str) -> str:
-    """The URL with its password masked, for messages."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
-
-
-def make_engine(url: str, *, connect_timeout: float = 5.0):
-    """A SQLAlchemy engine for the prediction store (SQLite: WAL, parent dir created)."""
-    import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    connect_args: dict[str, Any] = {}
-    if backend == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        connect_args["timeout"] = 30
-    elif backend == "postgresql":
-        connect_args["connect_timeout"] = max(1, int(connect_timeout))
-    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
-    if backend == "sqlite":
-
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # noqa: ANN001 - DB-API connection
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-    return engine
 
 
 def _row(scored: LoggedPrediction) -> dict[str, Any]:
@@ -179,7 +100,7 @@ class PredictionLog:
         max_spill_bytes: int = 1 << 30,
         spill_dir: Path | None = None,
         connect_timeout: float = 5.0,
-    ):
+    ) -> None:
         s = settings or get_settings()
         self.url = url or s.prediction_store
         self.flush_seconds = flush_seconds
@@ -257,6 +178,7 @@ class PredictionLog:
 
     @property
     def pending(self) -> int:
+        """Rows queued and not yet committed or spilled."""
         with self._cond:
             return len(self._pending)
 
@@ -419,7 +341,7 @@ class PredictionLog:
                     .values(label=float(label), labeled_at=to_utc_naive(now))
                 )
         except Exception as exc:
-            raise PredictionStoreError(f"prediction store {safe_url(self.url)}: {type(exc).__name__}: {exc}") from exc
+            raise store_error(self.url, exc) from exc
         if result.rowcount == 0:
             raise UnknownRequestId(f"no prediction with request_id {request_id!r}")
         return now
@@ -429,196 +351,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, dt.datetime):
         return value.isoformat()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def read_predictions(
-    since: dt.datetime | str | None = None,
-    until: dt.datetime | str | None = None,
-    model: "str | ModelSpec | None" = None,
-    *,
-    settings: Settings | None = None,
-    url: str | None = None,
-    expand_features: bool = True,
-) -> "pd.DataFrame":
-    """Logged predictions with ``since <= timestamp < until`` (UTC), oldest first.
-
-    Columns: ``request_id``, ``timestamp`` (tz-aware UTC), ``model``, ``model_version``, the
-    entity under its join keys (one column per key of the spec's ``entities``, typed as in the
-    spec) or ``entity`` if the spec is unknown, ``prediction``, ``features_missing``, ``label`` (NaN until
-    feedback), ``labeled_at``, then one column per model input used (``expand_features``;
-    otherwise a ``features`` column of dicts). ``model`` is a spec or a spec name.
-    """
-    import pandas as pd
-    import sqlalchemy as sa
-
-    s = settings or get_settings()
-    spec = model if model is not None and not isinstance(model, str) else None
-    name = spec.registered_model_name if spec is not None else model
-    if spec is None and name:
-        from airloop.spec import SpecError, get_spec
-
-        try:
-            spec = get_spec(name, s.models_dir)
-        except SpecError:
-            spec = None
-    url = url or s.prediction_store
-    try:
-        engine = make_engine(url)
-    except Exception as exc:
-        raise PredictionStoreError(f"prediction store {safe_url(url)}: {exc}") from exc
-    table = predictions_table()
-    query = sa.select(table)
-    if name:
-        query = query.where(table.c.model == name)
-    if since is not None:
-        query = query.where(table.c.predicted_at >= to_utc_naive(since))
-    if until is not None:
-        query = query.where(table.c.predicted_at < to_utc_naive(until))
-    query = query.order_by(table.c.predicted_at, table.c.request_id)
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table(PREDICTIONS_TABLE):
-                rows = []
-            else:
-                rows = [dict(r) for r in conn.execute(query).mappings()]
-    except Exception as exc:
-        raise PredictionStoreError(f"prediction store {safe_url(url)}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        engine.dispose()
-
-    columns = [c.name for c in table.columns]
-    frame = pd.DataFrame(rows, columns=columns).rename(columns={"predicted_at": "timestamp"})
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"]).dt.tz_localize("UTC")
-    frame["labeled_at"] = pd.to_datetime(frame["labeled_at"]).dt.tz_localize("UTC")
-    frame["prediction"] = frame["prediction"].astype("float64")
-    frame["label"] = frame["label"].astype("float64")
-    frame["features_missing"] = frame["features_missing"].astype(bool)
-    keys = ["entity"]
-    if spec is not None:
-        keys = spec.join_keys
-        if len(keys) == 1:
-            frame = frame.rename(columns={"entity": keys[0]})
-        else:
-            parsed_keys = [json.loads(e) for e in frame["entity"]]
-            for key in keys:
-                frame[key] = [k.get(key) for k in parsed_keys]
-            frame = frame.drop(columns=["entity"])
-        for key in keys:
-            kind = spec.dataset.columns.get(key)
-            if kind == "int":
-                frame[key] = frame[key].astype("int64")
-            elif kind == "float":
-                frame[key] = frame[key].astype("float64")
-    parsed = [json.loads(f) for f in frame["features"]]
-    frame = frame.drop(columns=["features"])
-    if expand_features:
-        feats = pd.DataFrame.from_records(parsed, index=frame.index) if parsed else pd.DataFrame(index=frame.index)
-        feats = feats[[c for c in feats.columns if c not in frame.columns]]
-        for column in feats.columns:
-            # The JSON keeps each value's type: a column that logged a string is a categorical
-            # input and stays as logged (str, None for missing), even if its categories look
-            # like numbers ("1" must not come back as 1.0).
-            if any(isinstance(v, str) for v in feats[column]):
-                continue
-            try:
-                feats[column] = feats[column].astype("float64")
-            except (TypeError, ValueError):
-                pass  # another non-numeric input stays as logged
-        frame = pd.concat([frame, feats], axis=1)
-    else:
-        frame["features"] = parsed
-    ordered = ["request_id", "timestamp", "model", "model_version", *keys, "prediction",
-               "features_missing", "label", "labeled_at"]
-    rest = [c for c in frame.columns if c not in ordered]
-    return frame[ordered + rest].reset_index(drop=True)
-
-
-def _store_error(url: str, exc: Exception) -> PredictionStoreError:
-    return PredictionStoreError(f"prediction store {safe_url(url)}: {type(exc).__name__}: {exc}")
-
-
-def count_predictions(model: str, start: dt.datetime, end: dt.datetime, *, url: str) -> int:
-    """Logged predictions of registered model ``model`` with ``start <= time < end`` (one COUNT)."""
-    import sqlalchemy as sa
-
-    engine = make_engine(url)
-    table = predictions_table()
-    query = (
-        sa.select(sa.func.count())
-        .select_from(table)
-        .where(table.c.model == model)
-        .where(table.c.predicted_at >= to_utc_naive(start))
-        .where(table.c.predicted_at < to_utc_naive(end))
-    )
-    try:
-        with engine.connect() as conn:
-            if not sa.inspect(conn).has_table(PREDICTIONS_TABLE):
-                return 0
-            return int(conn.execute(query).scalar_one())
-    except Exception as exc:
-        raise _store_error(url, exc) from exc
-    finally:
-        engine.dispose()
-
-
-def read_window_rows(
-    model: str,
-    start: dt.datetime,
-    end: dt.datetime,
-    *,
-    url: str,
-    total: int,
-    sample_size: int | None,
-    seed: int,
-    labelled_version: str,
-) -> "tuple[list[Any], int, pd.DataFrame | None]":
-    """The rows of a time window, sampled in the store when there are more than ``sample_size``.
-
-    A window of at most ``sample_size`` rows (None: no limit) is read whole. A larger one is
-    sampled: its request ids are read, a seeded uniform sample is drawn, and only those rows are
-    fetched; the (label, prediction) pairs of every labelled row served by ``labelled_version``
-    are read separately (two numbers per row). Rows have ``request_id``, ``model_version``,
-    ``features`` (JSON), ``prediction`` and ``label``.
-
-    Returns (rows, rows in the window, labelled pairs or None when the window was read whole).
-    """
-    import numpy as np
-    import pandas as pd
-    import sqlalchemy as sa
-
-    table = predictions_table()
-    window = (
-        (table.c.model == model)
-        & (table.c.predicted_at >= to_utc_naive(start))
-        & (table.c.predicted_at < to_utc_naive(end))
-    )
-    columns = [table.c.request_id, table.c.model_version, table.c.features, table.c.prediction, table.c.label]
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            if sample_size is None or total <= sample_size:
-                return conn.execute(sa.select(*columns).where(window)).all(), total, None
-            ids = conn.execute(sa.select(table.c.request_id).where(window)).scalars().all()
-            rng = np.random.default_rng(seed % 2**32)
-            picked = [ids[i] for i in np.sort(rng.choice(len(ids), size=sample_size, replace=False))]
-            total = len(ids)
-            del ids
-            rows = []
-            for lo in range(0, len(picked), 2000):
-                batch = picked[lo : lo + 2000]
-                rows.extend(conn.execute(sa.select(*columns).where(table.c.request_id.in_(batch))).all())
-            labelled = pd.DataFrame(
-                conn.execute(
-                    sa.select(table.c.label, table.c.prediction)
-                    .where(window)
-                    .where(table.c.label.is_not(None))
-                    .where(table.c.model_version == str(labelled_version))
-                ).all(),
-                columns=["label", "prediction"],
-                dtype="float64",
-            )
-            return rows, total, labelled
-    except Exception as exc:
-        raise _store_error(url, exc) from exc
-    finally:
-        engine.dispose()
