@@ -71,7 +71,6 @@ def test_package_champion_builds_a_labelled_bento(champion, packaged, demo_spec)
     src = Path(bento.path) / "src"
     for path in ("airloop_bento.py", "include/airloop/bento_service.py", "include/airloop/serve/__init__.py",
                  "include/models/late_delivery.yaml", "include/models/late_delivery/feature_repo/feature_services.py",
-                 "include/models/late_delivery/restaurant_stats.py",
                  "feature_repo/feature_store.yaml"):
         assert (src / path).is_file(), path
     assert not list(src.rglob("*.db")) and not (src / ".venv").exists()
