@@ -1,6 +1,7 @@
 """Feature DAGs: one per model spec, scheduled on its validated-data Asset.
 
-Runs the model's own feature job (its spec's ``features.transform``) on the validated data,
+Runs the model's declared aggregations and its own feature job, if any (its spec's
+``features.aggregations`` and ``features.transform``) on the validated data,
 applies every model's Feast definitions when they changed (and only then), materializes the
 model's own views offline to online in bounded chunks, and emits the features-fresh Asset.
 """

@@ -1,8 +1,9 @@
 """Incremental day-window derivations: the engine behind a model's windowed statistics.
 
-A model's transform (``features.transform`` in its spec) says *what* to compute: which
-columns of a day's events it needs, how to summarize one day per key (sums and counts), and
-how to combine the summaries of a window of days into the published statistics. This module
+A caller (the spec's declared ``features.aggregations``, see ``airloop.features.aggregations``,
+or a model's own job, ``features.transform``) says *what* to compute: which columns of a day's
+events it needs, how to summarize one day per key (sums and counts), and how to combine the
+summaries of a window of days into the published statistics. This module
 says *when*: one output file per event day D, holding the statistics of the days
 D-window+1..D, stamped at the end of D (so a point-in-time join never gives an event
 statistics that include its own day). A day is recomputed only when the input files of its
@@ -39,7 +40,7 @@ _INPUTS_KEY = b"airloop.inputs"
 
 @dataclass(frozen=True)
 class Derived:
-    """What a model's transform wrote, as the features stage needs to know it.
+    """What a model's aggregations or transform wrote, as the features stage needs to know it.
 
     ``changed_since``: the earliest event time of a row it (re)wrote or removed, from which the
     online store must be refreshed; None when nothing changed.

@@ -108,6 +108,101 @@ class DerivedField(_Strict):
     of: str
 
 
+AggregateFunction = Literal["count", "sum", "mean", "min", "max", "ratio"]
+_WINDOW = re.compile(r"^([1-9][0-9]{0,2})d$")
+
+
+class AggregateFeature(_Strict):
+    """One windowed statistic per key: ``function`` of the events of the last ``window`` days.
+
+    ``count``: rows. ``sum``, ``mean``, ``min``, ``max``: over the non-null values of ``of``.
+    ``ratio``: sum(of) / sum(per) * ``scale`` over the rows where both are present (km per
+    minute, scale 60: km/h).
+    """
+
+    function: AggregateFunction
+    of: str | None = None
+    per: str | None = None
+    scale: float | None = None
+    # Whole days, e.g. "7d": the event day and the 6 before it (the engine is daily).
+    window: str
+
+    @field_validator("window")
+    @classmethod
+    def _whole_days(cls, value: str) -> str:
+        if not _WINDOW.match(value):
+            raise ValueError(f"window {value!r} must be whole days, e.g. '1d' or '7d' (1 to 999)")
+        return value
+
+    @model_validator(mode="after")
+    def _operands(self) -> "AggregateFeature":
+        wanted = {"count": (), "ratio": ("of", "per", "scale")}.get(self.function, ("of",))
+        for name in ("of", "per", "scale"):
+            given = getattr(self, name) is not None
+            if given and name not in wanted:
+                raise ValueError(f"{name}: {self.function} takes no {name!r}")
+            if not given and name in wanted and name != "scale":
+                raise ValueError(f"{name}: {self.function} needs {name!r} (a numeric dataset column)")
+        if self.scale is not None and not (self.scale != 0 and abs(self.scale) != float("inf")):
+            raise ValueError(f"scale: must be a finite non-zero number, got {self.scale}")
+        return self
+
+    @property
+    def window_days(self) -> int:
+        """The window in days."""
+        return int(self.window[:-1])
+
+
+class AggregationSpec(_Strict):
+    """Windowed statistics per key of the dataset, written as one Feast source.
+
+    ``name`` is the output directory under the offline store (the FileSource ``path``) and the
+    prefix of its files; ``key`` one dataset column, or a list of them.
+    """
+
+    name: str
+    key: str | list[str]
+    features: dict[str, AggregateFeature] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"name {value!r} must be lower_snake_case (it becomes a directory and file prefix)")
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _distinct_keys(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError(f"give one column or a list of distinct columns, got {value}")
+        return value
+
+    @field_validator("features")
+    @classmethod
+    def _column_names(cls, value: dict[str, AggregateFeature]) -> dict[str, AggregateFeature]:
+        bad = [name for name in value if not name.isidentifier()]
+        if bad:
+            raise ValueError(f"output names must be identifiers (letters, digits, _), got {bad}")
+        return value
+
+    @property
+    def keys(self) -> list[str]:
+        """The key columns, as a list."""
+        return [self.key] if isinstance(self.key, str) else list(self.key)
+
+    @property
+    def window_days(self) -> int:
+        """The longest window of its features: the days each output file summarizes."""
+        return max(f.window_days for f in self.features.values())
+
+    @property
+    def columns(self) -> list[str]:
+        """The dataset columns it reads: the keys, then every ``of`` and ``per``."""
+        operands = [c for f in self.features.values() for c in (f.of, f.per) if c is not None]
+        return list(dict.fromkeys([*self.keys, *operands]))
+
+
 class FeaturesSpec(_Strict):
     service: str
     # Fields the caller sends at request time: dataset columns, or fields derived below.
@@ -119,8 +214,10 @@ class FeaturesSpec(_Strict):
     definitions: str | None = None
     # The model's own job that writes its views' sources from the validated dataset: a dotted
     # path to a function ``(spec, settings, *, force) -> airloop.features.Derived``, imported
-    # with the models directory on the path. None: the views read the dataset as it is.
+    # with the models directory on the path, for what aggregations cannot say. None: no job.
     transform: str | None = None
+    # Windowed statistics per key, declared (see AggregationSpec); run before the transform.
+    aggregations: list[AggregationSpec] = Field(default_factory=list)
 
     @field_validator("transform")
     @classmethod
@@ -278,7 +375,43 @@ class ModelSpec(_Strict):
             raise ValueError(
                 f"features.request: {', '.join(undeclared)} neither a dataset column nor in features.derived"
             )
+        self._check_aggregations()
         return self
+
+    def _check_aggregations(self) -> None:
+        """Every declared aggregation reads existing columns of the right type and writes names
+        no other table, aggregation, feature or dataset column has."""
+        cols = self.dataset.columns
+        taken = {n: "a dataset or reference table" for n in self.dataset_names}
+        outputs = {c: f"a column of {r.name}" for r in self.references for c in r.columns}
+        outputs.update({c: "a dataset column" for c in cols})
+        outputs.update({n: "a derived request field" for n in self.features.derived})
+        outputs["event_timestamp"] = "the column the engine stamps"
+        for i, agg in enumerate(self.features.aggregations):
+            where = f"features.aggregations.{i}"
+            if agg.name in taken:
+                raise ValueError(f"{where}.name: {agg.name!r} is already the name of {taken[agg.name]}")
+            taken[agg.name] = "another aggregation"
+            for key in agg.keys:
+                if key not in cols:
+                    raise ValueError(f"{where}.key: {key!r} is not a dataset column")
+                if cols[key] not in ("int", "string"):
+                    raise ValueError(f"{where}.key: {key!r} is a {cols[key]} column; a key is an int or string column")
+            for name, feature in agg.features.items():
+                here = f"{where}.features.{name}"
+                for operand in ("of", "per"):
+                    column = getattr(feature, operand)
+                    if column is None:
+                        continue
+                    if column not in cols:
+                        raise ValueError(f"{here}.{operand}: {column!r} is not a dataset column")
+                    if cols[column] not in ("int", "float"):
+                        raise ValueError(
+                            f"{here}.{operand}: {column!r} is a {cols[column]} column; {feature.function} needs a number"
+                        )
+                if name in outputs:
+                    raise ValueError(f"{here}: the output name {name!r} is already {outputs[name]}")
+                outputs[name] = f"a feature of {agg.name}"
 
     @property
     def join_keys(self) -> list[str]:

@@ -96,7 +96,6 @@ def test_package_champion_builds_a_labelled_bento(champion, packaged, demo_spec)
                  "include/airloop/prediction_log/__init__.py", "include/airloop/prediction_log/writer.py",
                  "include/airloop/validation/__init__.py", "include/airloop/validation/csv_batch.py",
                  "include/models/late_delivery.yaml", "include/models/late_delivery/feature_repo/feature_services.py",
-                 "include/models/late_delivery/restaurant_stats.py",
                  "feature_repo/feature_store.yaml"):
         assert (src / path).is_file(), path
     assert not list(src.rglob("*.db")) and not (src / ".venv").exists()

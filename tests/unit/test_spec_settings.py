@@ -70,8 +70,8 @@ def _spec_problem(tmp_path: Path, edit) -> str:
 @pytest.mark.parametrize(
     "edit, expected",
     [
-        (lambda r: r["features"].update(transform="late_delivery.restaurant_stats.no_such_job"),
-         "features.transform: 'late_delivery.restaurant_stats.no_such_job': .* defines no top-level function 'no_such_job'"),
+        (lambda r: r["features"].update(transform="late_delivery.datagen.no_such_job"),
+         "features.transform: 'late_delivery.datagen.no_such_job': .* defines no top-level function 'no_such_job'"),
         (lambda r: r["features"].update(transform="late_delivery.nowhere.compute"),
          "features.transform: 'late_delivery.nowhere.compute': no module file"),
         (lambda r: r["features"].update(transform="compute"), "features.transform: .*dotted path"),

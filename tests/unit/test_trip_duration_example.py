@@ -1,5 +1,5 @@
-"""The second example model, trip_duration: its generator, its feature job and its Feast
-definitions, on real files and a real Feast store (no mocks)."""
+"""The second example model, trip_duration: its generator, its declared statistics and its
+Feast definitions, on real files and a real Feast store (no mocks)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,6 @@ def _load(name: str):
 
 
 datagen = _load("datagen")
-trip_stats = _load("trip_stats")
 
 
 def make_settings(home: Path, **env: str) -> Settings:
@@ -231,7 +230,7 @@ def test_the_features_predict_the_duration():
     assert score > 0.8
 
 
-# --- the feature job ---------------------------------------------------------------------------
+# --- the declared statistics (features.aggregations) -------------------------------------------
 
 
 def write_trips(settings: Settings, rows: list[tuple]) -> None:
@@ -258,7 +257,12 @@ def read_stats(settings: Settings, name: str, day: dt.date) -> pd.DataFrame:
     return pd.read_parquet(path).set_index(f"{name.split('_')[0]}_id").sort_index()
 
 
-def test_the_feature_job_writes_windowed_statistics(tmp_path):
+def compute_stats(settings: Settings) -> WindowsResult:
+    """The spec's aggregations, as one result (what ``features.derive`` merges)."""
+    return daily_windows.combine_results(features.aggregate(SPEC, settings))
+
+
+def test_the_declared_statistics_are_windowed_per_vehicle_and_zone(tmp_path):
     settings = make_settings(tmp_path / "airloop")
     d1, d2, d9 = DAY0, DAY0 + dt.timedelta(days=1), DAY0 + dt.timedelta(days=8)
     write_trips(settings, [
@@ -268,7 +272,7 @@ def test_the_feature_job_writes_windowed_statistics(tmp_path):
         (d2, 1, 20, 20.0, 60.0),
         (d9, 2, 10, 3.0, 9.0),  # d9's window (d3..d9) no longer sees d1 or d2
     ])
-    result = trip_stats.compute(SPEC, settings)
+    result = compute_stats(settings)
     assert isinstance(result, WindowsResult)
     assert result.written == [d1, d2, d9] and result.removed == [] and result.unchanged == 0
     assert result.changed_since == end_of_day(d1)
@@ -302,16 +306,16 @@ def test_the_feature_job_writes_windowed_statistics(tmp_path):
         for frame in (vehicles[d], zones[d]):
             assert (frame["event_timestamp"] == pd.Timestamp(d + dt.timedelta(days=1), tz="UTC")).all()
 
-    again = trip_stats.compute(SPEC, settings)
+    again = compute_stats(settings)
     assert (again.changed_since, again.rows, again.written, again.unchanged) == (None, 0, [], 3)
 
     write_trips(settings, [(d2, 1, 20, 10.0, 60.0)])  # a corrected d2: only d2's window sees it
-    corrected = trip_stats.compute(SPEC, settings)
+    corrected = compute_stats(settings)
     assert corrected.written == [d2] and corrected.changed_since == end_of_day(d2)
     assert read_stats(settings, "zone_stats", d2)["zone_avg_speed_kmh_7d"][20] == pytest.approx(16.0 / 1.2)
 
     (settings.offline_dir / "trips" / f"trips_{d9:%Y-%m-%d}.parquet").unlink()
-    gone = trip_stats.compute(SPEC, settings)
+    gone = compute_stats(settings)
     assert gone.removed == [d9] and gone.changed_since == end_of_day(d9) and gone.written == []
     assert not (settings.offline_dir / "zone_stats" / f"zone_stats_{d9:%Y-%m-%d}.parquet").exists()
 
@@ -328,7 +332,7 @@ def test_combined_result_takes_the_earliest_change():
     assert daily_windows.combine_results({"vehicle_stats": quiet, "zone_stats": quiet}).changed_since is None
 
 
-def test_the_library_runs_the_spec_transform(tmp_path):
+def test_the_library_runs_the_declared_aggregations(tmp_path):
     settings = make_settings(tmp_path / "airloop")
     write_trips(settings, [(DAY0, 1, 10, 10.0, 30.0)])
     derived = features.derive(SPEC, settings)

@@ -1,9 +1,9 @@
 from feast import Field, FileSource, RequestSource
 from feast.types import Float64, Int64
 
-# Daily per-restaurant statistics written by this model's transform
-# (late_delivery/restaurant_stats.py): one parquet file per day, each row stamped at the END
-# of the day it summarizes. A relative path is a directory under Airloop's offline store.
+# Daily per-restaurant statistics declared in the spec (features.aggregations, name
+# restaurant_stats): one parquet file per day, each row stamped at the END of the day it
+# summarizes. A relative path is a directory under Airloop's offline store.
 restaurant_stats_source = FileSource(
     name="restaurant_stats_source",
     path="restaurant_stats",

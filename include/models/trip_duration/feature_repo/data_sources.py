@@ -2,7 +2,7 @@ from feast import Field, FileSource, RequestSource
 from feast.types import Float64, Int64, String
 
 # A relative path is a directory under Airloop's offline store, where ingest publishes each
-# validated reference file and the model's transform writes its statistics, as parquet.
+# validated reference file and the spec's declared aggregations write their statistics, as parquet.
 
 # The fleet (reference table ``vehicles``): full snapshots, each row stamped when the vehicle
 # was registered; the attributes hold from then on.
@@ -21,8 +21,8 @@ zone_weather_source = FileSource(
     description="Temperature and rain per zone and hour.",
 )
 
-# Daily statistics written by this model's transform (trip_duration/trip_stats.py): one
-# parquet file per trip day, each row stamped at the END of the day it summarizes.
+# Daily statistics declared in the spec (features.aggregations, names vehicle_stats and
+# zone_stats): one parquet file per trip day, each row stamped at the END of the day it summarizes.
 vehicle_stats_source = FileSource(
     name="vehicle_stats_source",
     path="vehicle_stats",
