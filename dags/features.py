@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, dag, get_current_context, task
 
-from airloop.orchestration import asset_name, asset_uri, dag_kwargs, dag_specs
+from airloop.orchestration import asset_name, asset_uri, dag_kwargs, dag_specs, feature_store_writes
 from airloop.spec import ModelSpec
 
 
@@ -41,7 +41,8 @@ def build_features_dag(spec: ModelSpec):
         def apply_definitions() -> bool:
             from airloop.features import apply
 
-            return apply()
+            with feature_store_writes():
+                return apply()
 
         @task(outlets=[fresh])
         def materialize(derived: dict, applied: bool) -> dict:
@@ -52,7 +53,8 @@ def build_features_dag(spec: ModelSpec):
 
             since = derived["changed_since"]
             changed = Derived(changed_since=since and datetime.fromisoformat(since), detail=derived["detail"])
-            result = refresh_online(spec, changed, datetime.now(timezone.utc), applied=applied)
+            with feature_store_writes():
+                result = refresh_online(spec, changed, datetime.now(timezone.utc), applied=applied)
             if result is None:
                 summary = {"rows": 0, "chunks": 0, "note": "no source rows changed"}
             else:

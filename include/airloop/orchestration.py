@@ -9,9 +9,11 @@ module level; callbacks import what they need when they run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param
@@ -44,6 +46,27 @@ def ingest_parallelism() -> int:
     from airloop.settings import get_settings
 
     return get_settings().ingest_parallelism
+
+
+@contextlib.contextmanager
+def feature_store_writes() -> Iterator[None]:
+    """One writer at a time for a file-based Feast registry and its online store.
+
+    Every model's features DAG applies to and materializes into the same Feast project. A file
+    registry is read whole, changed and written back whole (truncated, then written) by each
+    ``apply`` and by each materialized interval's bookkeeping: two models' features runs at once
+    would lose each other's changes or read a half-written registry. A SQL registry (Postgres)
+    has transactions of its own, and then nothing is locked.
+    """
+    from airloop.fileio import exclusive
+    from airloop.settings import get_settings
+
+    registry = get_settings().feast_registry
+    if "://" in registry:
+        yield
+        return
+    with exclusive(Path(registry + ".lock")):
+        yield
 
 
 def default_args(spec: "ModelSpec") -> dict:
