@@ -24,6 +24,10 @@ It runs any model whose directory holds the example's data module, ``<model>/dat
 
 The human summary is printed; the same facts go to ``$AIRLOOP_HOME/demo-summary.json``.
 
+``--model`` repeats: the named models' loops run side by side in ONE Airflow stack, each with its
+own prediction service and in a thread of its own (:class:`Session`); the summary then holds each
+model's under ``"models"`` (a single model's keys stay at the top level too).
+
 SIGINT (Ctrl-C) or SIGTERM stops the demo at any point, in the foreground or as a background
 job: the prediction service and every Airflow process it started are stopped, and it exits
 with 130 (SIGINT) or 143 (SIGTERM).
@@ -38,6 +42,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,17 +132,47 @@ def stopped(signum: int) -> int:
     return 128 + signum  # 130 for SIGINT, 143 for SIGTERM
 
 
+class Cancelled(BaseException):
+    """The demo is stopping (a signal, in the main thread): a loop thread unwinds with this.
+
+    A BaseException, so a loop's ``except Exception`` does not report it as the loop's failure.
+    """
+
+
 class Demo:
-    def __init__(self, args: argparse.Namespace, signals: StopSignals | None = None):
+    """One model's closed loop, driven through the Airflow stack and that model's own service.
+
+    Everything a loop keeps (its DAG ids, the runs it has seen, its traffic waves, its server,
+    its summary) lives on its object: several loops run side by side in one Airflow, each in a
+    thread of its own (:class:`Session`). ``stop`` is set when the demo is stopping; a loop's
+    waits end with :class:`Cancelled` then.
+    """
+
+    STAGES = ("land", "start", "ingest", "train", "serve", "drift", "monitor", "retrain")
+
+    def __init__(self, args: argparse.Namespace, signals: StopSignals | None = None, *, model: str | None = None,
+                 stop: threading.Event | None = None, prefix: str = ""):
         self.args = args
         self.signals = signals or StopSignals()
-        self.spec = get_spec(args.model)
+        self.spec = get_spec(model or args.model)
         self.data = import_model_module(self.spec, f"{self.spec.name}.datagen")
         self.seed = args.seed if args.seed is not None else self.data.DEFAULT_SEED
+        self.traffic = dict(getattr(args, "traffic_of", None) or {}).get(self.spec.name, args.traffic)
+        self.stop = stop or threading.Event()
+        self.prefix = prefix
         self.started = time.monotonic()
-        self.summary: dict = {"model": self.spec.name, "steps": {}}
+        self.summary: dict = {"model": self.spec.name, "steps": {}, "stage_seconds": {}}
         self.total_steps = 8
         self.step_no = 0
+        self.stage: tuple[str, float] | None = None
+        self.waves = 0
+        self.dag_ids: list[str] = []
+        self.seen: dict[str, str] = {}
+        self.ok = False
+        # How long one stage's runs may take. Loops side by side share the executor and take
+        # turns on the data workspace (every model's batches are versioned one at a time), so
+        # a stage waits on the others' work too: the session scales this by the loop count.
+        self.idle_timeout: float = 1200
         today = self.today = dt.datetime.now(dt.timezone.utc).date()
         n = args.clean_days + args.drift_days
         days = [today - dt.timedelta(days=n - i) for i in range(n)]
@@ -145,19 +180,38 @@ class Demo:
         self.drift = self.data.Drift(self.drift_days[0], args.drift_strength)
 
     # -- helpers ---------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        say(self.prefix + text)
+
     def step(self, text: str) -> None:
+        self.end_stage()
         self.step_no += 1
-        elapsed = time.monotonic() - self.started
-        say(f"[{self.step_no}/{self.total_steps}] ({elapsed:5.0f} s) {text}")
+        now = time.monotonic()
+        self.stage = (self.STAGES[self.step_no - 1], now)
+        self.say(f"[{self.step_no}/{self.total_steps}] ({now - self.started:5.0f} s) {text}")
+
+    def end_stage(self) -> None:
+        """Record how long the current step took (``summary["stage_seconds"]``)."""
+        if self.stage is not None:
+            name, since = self.stage
+            self.summary["stage_seconds"][name] = round(time.monotonic() - since, 1)
+            self.stage = None
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, unless the demo is stopping: then unwind this loop."""
+        if self.stop.wait(seconds):
+            raise Cancelled()
 
     def dag(self, stage: str) -> str:
         return self.spec.dag_id(stage)
 
-    def wait_idle(self, timeout: float = 1200, settle: float = 8) -> None:
-        """Wait until no Airloop DAG run is queued or running for ``settle`` seconds.
+    def wait_idle(self, timeout: float | None = None, settle: float = 8) -> None:
+        """Wait until none of this model's DAG runs is queued or running for ``settle`` seconds.
 
         Runs started by Asset events appear a moment after their producer ends, hence settle.
+        ``timeout`` defaults to :attr:`idle_timeout`.
         """
+        timeout = self.idle_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         quiet_since = None
         while time.monotonic() < deadline:
@@ -167,7 +221,7 @@ class Demo:
                     key = f"{dag_id}/{run['dag_run_id']}"
                     if self.seen.get(key) != run["state"]:
                         self.seen[key] = run["state"]
-                        say(f"      {dag_id:<26} {run['run_type']:<15} {run['state']}")
+                        self.say(f"      {dag_id:<26} {run['run_type']:<15} {run['state']}")
                     busy |= run["state"] in ("queued", "running")
             if busy:
                 quiet_since = None
@@ -175,7 +229,7 @@ class Demo:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= settle:
                 return
-            time.sleep(2)
+            self.pause(2)
         raise TimeoutError(f"DAG runs still busy after {timeout}s")
 
     def unpause_and_run(self, stage: str, conf: dict | None = None) -> None:
@@ -187,7 +241,7 @@ class Demo:
         while time.monotonic() < deadline:
             if any(r["dag_run_id"] not in before for r in self.stack.runs(dag_id)):
                 return
-            time.sleep(1)
+            self.pause(1)
         self.stack.trigger(dag_id, conf=conf)
 
     def last_task_xcom(self, stage: str, task_id: str) -> dict | None:
@@ -218,9 +272,9 @@ class Demo:
         import requests
 
         # The batches' world (same seed), another draw of requests (stream).
-        self.waves = getattr(self, "waves", 0) + 1
+        self.waves += 1
         rows = self.data.live_requests(
-            day, self.args.traffic, seed=self.seed, stream=self.waves, drift=self.drift if drifted else None
+            day, self.traffic, seed=self.seed, stream=self.waves, drift=self.drift if drifted else None
         )
         labels = [row.pop(self.spec.target) for row in rows]
         started = dt.datetime.now(dt.timezone.utc)
@@ -237,7 +291,7 @@ class Demo:
         versions = sorted({a["model_version"] for a in answers})
         mean = sum(a["prediction"] for a in answers) / len(answers)
         actual = sum(labels) / len(labels)
-        say(f"      {label}: {len(answers)} predictions by v{', v'.join(map(str, versions))}, "
+        self.say(f"      {label}: {len(answers)} predictions by v{', v'.join(map(str, versions))}, "
             f"mean prediction {mean:.2f}, mean {self.spec.target} {actual:.2f}; labels sent")
         return {"wave": label, "requests": len(answers), "model_versions": versions, "started": started.isoformat(),
                 "mean_prediction": round(mean, 4), "mean_label": round(actual, 4)}
@@ -248,15 +302,15 @@ class Demo:
         end = dt.datetime.now(dt.timezone.utc)
         minutes = (end - dt.datetime.fromisoformat(since)).total_seconds() / 60 + 0.05
         run_id = self.stack.trigger(dag_id, conf={"window_end": end.isoformat(), "window_minutes": minutes})
-        run = self.stack.wait_for_run(dag_id, run_id, timeout=600)
+        run = self.stack.wait_for_run(dag_id, run_id, timeout=600, sleep=self.pause)
         xcom = lambda task: self.stack.api(  # noqa: E731
             "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task}/xcomEntries/return_value",
             params={"deserialize": True, "stringify": False},
         )["value"]
         check, decision = xcom("check_drift"), xcom("apply_retrain_policy")
-        say(f"      drift check {check['report_id']}: {check['status']}, drifted share "
+        self.say(f"      drift check {check['report_id']}: {check['status']}, drifted share "
             f"{check.get('drifted_share')}, prediction drift {check.get('prediction_drift')}")
-        say(f"      policy: {'RETRAIN' if decision['trigger'] else 'no retrain'} - {decision['reason']}")
+        self.say(f"      policy: {'RETRAIN' if decision['trigger'] else 'no retrain'} - {decision['reason']}")
         return {"run_id": run_id, "state": run["state"], "report_id": check["report_id"], "status": check["status"],
                 "drifted_share": check.get("drifted_share"), "drifted_columns": check.get("drifted_columns"),
                 "prediction_drift": check.get("prediction_drift"), "quality": check.get("quality"),
@@ -264,9 +318,16 @@ class Demo:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> dict:
-        s = get_settings()
-        steps = self.summary["steps"]
+        """The whole loop in this thread: land, start the services, then :meth:`loop`."""
+        self.land_clean_days()
+        self.step("starting Airflow (api-server, scheduler, dag-processor, triggerer) and the prediction service")
+        self.stack.start()
+        with deferred_signals():  # a signal now would leave the server started but unrecorded
+            self.server.start()
+        return self.loop()
 
+    def land_clean_days(self) -> None:
+        s = get_settings()
         self.step(f"landing {len(self.clean_days)} days of {', '.join(self.spec.dataset_names)} "
                   f"({self.clean_days[0]} .. {self.clean_days[-1]}); {self.clean_days[2]} arrives with a defect")
         write_references = getattr(self.data, "write_references", None)
@@ -275,36 +336,33 @@ class Demo:
         for i, day in enumerate(self.clean_days):
             self.land_day(day, defect=i == 2)
 
-        self.step("starting Airflow (api-server, scheduler, dag-processor, triggerer) and the prediction service")
-        self.stack.start()
-        with deferred_signals():  # a signal now would leave the server started but unrecorded
-            self.server.start()
-        say(f"      Airflow UI: {self.stack.url}  (login admin / {self.stack.password})")
-        say(f"      Prediction service: {self.server.url}")
+    def loop(self) -> dict:
+        """Steps 3..8 (the stack and this model's service are started); this model's DAGs only."""
+        steps = self.summary["steps"]
+        self.say(f"      Airflow UI: {self.stack.url}  (login admin / {self.stack.password})")
+        self.say(f"      Prediction service: {self.server.url}")
         deadline = time.monotonic() + 120
-        self.dag_ids: list[str] = []
         while len(self.dag_ids) < 6 and time.monotonic() < deadline:
             dags = self.stack.api("GET", "/dags", params={"tags": f"model:{self.spec.name}", "limit": 100})["dags"]
             self.dag_ids = sorted(d["dag_id"] for d in dags)
-            time.sleep(1)
-        self.seen: dict[str, str] = {}
+            self.pause(1)
 
         self.step("ingest: the daily run gates every batch; the defective one is quarantined")
         for stage in ("features", "package"):
             self.stack.unpause(self.dag(stage))
         self.unpause_and_run("ingest")
         self.wait_idle()
-        rejected = [a for a in read_alerts() if a["dag_id"] == self.dag("ingest")]
+        rejected = [a for a in read_alerts(dag_id=self.dag("ingest"))]
         for alert in rejected:
-            say("      " + alert["message"].splitlines()[0])
+            self.say("      " + alert["message"].splitlines()[0])
             for line in alert["message"].splitlines()[1:3]:
-                say("      " + line)
+                self.say("      " + line)
         self.land_day(self.clean_days[2])
-        say(f"      the corrected {self.clean_days[2]} batch is re-delivered and ingested by date")
+        self.say(f"      the corrected {self.clean_days[2]} batch is re-delivered and ingested by date")
         self.stack.trigger(self.dag("ingest"), conf={"batch_date": self.clean_days[2].isoformat()})
         self.wait_idle()
         features_runs = len(self.stack.runs(self.dag("features")))
-        say(f"      {features_runs} features run(s) followed: one per ingest run that published batches")
+        self.say(f"      {features_runs} features run(s) followed: one per ingest run that published batches")
         steps["ingest"] = {"alerts": [a["message"].splitlines()[0] for a in rejected], "features_runs": features_runs}
 
         self.step("train: the first model registers, passes the floors and becomes @champion")
@@ -313,15 +371,15 @@ class Demo:
         first = self.last_task_xcom("train", "champion_challenger_gate")
         if not first or not first.get("promoted"):
             raise RuntimeError(f"the first model was not promoted: {first}")
-        say(f"      v{first['version']} promoted: {first['reason']}")
+        self.say(f"      v{first['version']} promoted: {first['reason']}")
         steps["first_champion"] = first
         steps["first_bento"] = self.last_task_xcom("package", "build_bento")
 
         self.step("serve: clean traffic, labelled afterwards; a drift check finds nothing")
-        self.server.wait_ready(timeout=180)
+        self.server.wait_ready(timeout=180, sleep=self.pause)
         steps["traffic"] = [self.send_traffic(self.today, drifted=False, label="clean traffic")]
         self.stack.unpause(self.dag("monitor"))
-        time.sleep(3)
+        self.pause(3)
         self.wait_idle()  # the monitor's own daily run, if one was due
         steps["drift_checks"] = [self.drift_check(since=steps["traffic"][0]["started"])]
 
@@ -342,7 +400,7 @@ class Demo:
         self.step("retrain: the drift-triggered model meets the gate; the service serves whichever is @champion")
         final = self.last_task_xcom("train", "champion_challenger_gate")
         steps["retrain"] = final
-        say(f"      v{final['version']}: {'promoted' if final['promoted'] else 'not promoted'} - {final['reason']}")
+        self.say(f"      v{final['version']}: {'promoted' if final['promoted'] else 'not promoted'} - {final['reason']}")
         steps["final_bento"] = self.last_task_xcom("package", "build_bento")
         import requests
 
@@ -351,14 +409,21 @@ class Demo:
         request.pop(self.spec.target)
         answer = requests.post(f"{self.server.url}/predict", json=request, timeout=30).json()
         steps["final_predict"] = answer
-        say(f"      /predict now answers with v{answer['model_version']} (prediction {answer['prediction']:.3f})")
+        self.say(f"      /predict now answers with v{answer['model_version']} (prediction {answer['prediction']:.3f})")
         triggered = [c for c in steps["drift_checks"] if c["trigger"]]
         if triggered and final.get("promoted"):
             steps["loop_timing"] = timing = self.loop_timing(triggered[-1])
-            say(f"      drift detected -> new model serving: {timing['wall_seconds']:.0f} s, of which task work "
-                f"{timing['work_seconds']:.0f} s and orchestration wait {timing['wait_seconds']:.0f} s "
-                f"({timing['wait_share']:.0%})")
+            self.say(f"      drift detected -> new model serving: {timing['wall_seconds']:.0f} s, of which task work "
+                     f"{timing['work_seconds']:.0f} s and orchestration wait {timing['wait_seconds']:.0f} s "
+                     f"({timing['wait_share']:.0%})")
+        self.end_stage()
+        self.summary["dag_runs"] = self.dag_runs()
         return self.summary
+
+    def dag_runs(self) -> list[dict]:
+        """Every run of this model's DAGs, with its times (read back from Airflow)."""
+        keep = ("dag_id", "dag_run_id", "run_type", "state", "queued_at", "start_date", "end_date")
+        return [{k: run.get(k) for k in keep} for dag_id in self.dag_ids for run in self.stack.runs(dag_id)]
 
     def loop_timing(self, check: dict) -> dict:
         """Wall time from drift detected to the new model serving, split into work and wait."""
@@ -373,67 +438,12 @@ class Demo:
         package = self.stack.task_instances(self.dag("package"), package_run["dag_run_id"])
         return loop_timeline(monitor, train, package)
 
-    def main(self) -> int:
+    def fail(self, exc: BaseException) -> None:
         s = get_settings()
-        self.stack = AirflowStack(s.home / "airflow", env=s.as_env(), port=self.args.airflow_port)
-        # The demo model's own service, where its package DAG looks for it (serve_url_for). It
-        # serves that model only: with several specs in the models directory it must be told which.
-        self.server = BentoServer(
-            s, s.home / "bento-server.log", port=serve_port(s.serve_url_for(self.spec.name)),
-            AIRLOOP_SERVE_MODEL=self.spec.name, AIRLOOP_SERVE_POLL_SECONDS="2",
-        )
-        ok = False
-        try:
-            try:
-                self.run()
-                ok = True
-            except Exception as exc:  # noqa: BLE001 - report what happened, then fail
-                self.summary["error"] = f"{exc.__class__.__name__}: {exc}"
-                say(f"demo failed: {self.summary['error']}")
-                say(f"logs: {s.home / 'airflow'}/*.log, {s.home / 'bento-server.log'}")
-            if self.args.keep_running and ok:
-                say(f"Airflow keeps running at {self.stack.url}, the service at {self.server.url}; "
-                    "Ctrl-C or SIGTERM stops.")
-                while True:
-                    time.sleep(3600)
-            self.signals.hold()  # last statement: a signal from here on waits for the cleanup
-        except Stopped:
-            pass  # self.signals.received says which; the processes are stopped below
-        finally:
-            self.signals.hold()
-            self.stop_processes()
-        if self.signals.received is not None:
-            self.summary["stopped"] = signal.Signals(self.signals.received).name
-            self.summary["wall_seconds"] = round(time.monotonic() - self.started, 1)
-            (s.home / "demo-summary.json").write_text(json.dumps(self.summary, indent=2, default=str))
-            return stopped(self.signals.received)
-        self.signals.rearm()  # nothing runs any more: a signal just cuts the summary short
-        self.summary["wall_seconds"] = round(time.monotonic() - self.started, 1)
-        self.summary["facts"] = collect_facts(self.spec)
-        out = s.home / "demo-summary.json"
-        out.write_text(json.dumps(self.summary, indent=2, default=str))
-        print_summary(self.summary, out)
-        return 0 if ok and self.loop_closed() else 1
-
-    def stop_processes(self) -> None:
-        """The prediction service first, then Airflow's components: SIGTERM, wait, SIGKILL the rest
-        (grandchildren too). Bounded, so that a stop request ends the demo within about a minute."""
-        import psutil
-
-        server = self.server.proc
-        workers = []  # recorded first: the server's workers live in sessions of their own
-        if server is not None and server.poll() is None:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                workers = psutil.Process(server.pid).children(recursive=True)
-        try:
-            self.server.stop(timeout=20)
-        finally:
-            try:
-                self.stack.stop(timeout=30)
-            finally:
-                for worker in workers:  # a worker that outlived its server's stop
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        worker.kill()
+        self.end_stage()
+        self.summary["error"] = f"{exc.__class__.__name__}: {exc}"
+        self.say(f"demo failed: {self.summary['error']}")
+        self.say(f"logs: {s.home / 'airflow'}/*.log, {self.server.log_path}")
 
     def loop_closed(self) -> bool:
         steps = self.summary["steps"]
@@ -449,6 +459,178 @@ class Demo:
             and "promoted" in retrain
             and str(final.get("model_version")) == str(champion)
         )
+
+
+class Session:
+    """One Airflow stack, one prediction service per model, and one :class:`Demo` loop per model.
+
+    One model: its loop runs in the main thread, as it always has. Several: the main thread lands
+    every model's first days and starts the stack and the services (so that a signal finds every
+    process recorded), then each loop runs in a thread of its own while the main thread waits.
+    A signal raises :class:`Stopped` in the main thread only: it sets the loops' ``stop`` event,
+    joins them (briefly: a loop ends at its next wait), and stops the processes once. A loop that
+    fails is reported in its summary and makes the demo exit 1; the other loops go on.
+    """
+
+    JOIN_ON_STOP = 5  # seconds each loop thread gets to unwind once the demo is stopping
+
+    def __init__(self, args: argparse.Namespace, signals: StopSignals):
+        self.args = args
+        self.signals = signals
+        self.started = time.monotonic()
+        self.stop = threading.Event()
+        models = list(dict.fromkeys(args.models))
+        several = len(models) > 1
+        self.demos = [Demo(args, signals, model=m, stop=self.stop, prefix=f"[{m}] " if several else "")
+                      for m in models]
+        s = get_settings()
+        self.stack = AirflowStack(s.home / "airflow", env=s.as_env(), port=args.airflow_port)
+        for demo in self.demos:
+            demo.stack = self.stack
+            demo.idle_timeout *= len(self.demos)
+            # The model's own service, where its package DAG looks for it (serve_url_for). It serves
+            # that model only: with several specs in the models directory it must be told which.
+            log = s.home / ("bento-server.log" if not several else f"bento-server-{demo.spec.name}.log")
+            demo.server = BentoServer(
+                s, log, port=serve_port(s.serve_url_for(demo.spec.name)),
+                AIRLOOP_SERVE_MODEL=demo.spec.name, AIRLOOP_SERVE_POLL_SECONDS="2",
+            )
+
+    def run_loops(self) -> None:
+        if len(self.demos) == 1:
+            demo = self.demos[0]
+            try:
+                demo.run()
+                demo.ok = True
+            except Exception as exc:  # noqa: BLE001 - report what happened, then fail
+                demo.fail(exc)
+            return
+        for demo in self.demos:
+            demo.land_clean_days()
+        for demo in self.demos:
+            demo.step("starting Airflow (api-server, scheduler, dag-processor, triggerer) and the prediction service")
+        self.stack.start()
+        for demo in self.demos:
+            with deferred_signals():  # a signal now would leave the server started but unrecorded
+                demo.server.start()
+        threads = [threading.Thread(target=self._loop_thread, args=(demo,), name=f"loop-{demo.spec.name}", daemon=True)
+                   for demo in self.demos]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.5)  # short joins: the main thread stays responsive to signals
+        except BaseException:
+            self.stop.set()
+            for thread in threads:
+                thread.join(self.JOIN_ON_STOP)
+            raise
+
+    @staticmethod
+    def _loop_thread(demo: Demo) -> None:
+        try:
+            demo.loop()
+            demo.ok = True
+        except Cancelled:
+            demo.end_stage()
+        except Exception as exc:  # noqa: BLE001 - reported in the model's summary; the demo exits 1
+            demo.fail(exc)
+
+    def main(self) -> int:
+        s = get_settings()
+        airflow_facts: dict = {}
+        try:
+            self.run_loops()
+            ok = all(demo.ok for demo in self.demos)
+            if ok and len(self.demos) > 1:
+                airflow_facts = self.airflow_facts()
+            if self.args.keep_running and ok:
+                say(f"Airflow keeps running at {self.stack.url}, the service(s) at "
+                    f"{', '.join(d.server.url for d in self.demos)}; Ctrl-C or SIGTERM stops.")
+                while True:
+                    time.sleep(3600)
+            self.signals.hold()  # last statement: a signal from here on waits for the cleanup
+        except Stopped:
+            pass  # self.signals.received says which; the processes are stopped below
+        finally:
+            self.signals.hold()
+            self.stop.set()
+            self.stop_processes()
+        out = s.home / "demo-summary.json"
+        if self.signals.received is not None:
+            summary = self.summary(stopped=signal.Signals(self.signals.received).name)
+            out.write_text(json.dumps(summary, indent=2, default=str))
+            return stopped(self.signals.received)
+        self.signals.rearm()  # nothing runs any more: a signal just cuts the summary short
+        for demo in self.demos:
+            demo.summary["facts"] = collect_facts(demo.spec)
+        summary = self.summary(**airflow_facts)
+        out.write_text(json.dumps(summary, indent=2, default=str))
+        for demo in self.demos:
+            if len(self.demos) > 1:
+                say(f"\n=== {demo.spec.name} ===")
+            print_summary(demo.summary, out)
+        closed = [demo.ok and demo.loop_closed() for demo in self.demos]
+        if len(self.demos) > 1:
+            states = ", ".join(f"{d.spec.name} {'closed' if c else 'FAILED'}" for d, c in zip(self.demos, closed))
+            say(f"\nloops: {states}; wall time {summary['wall_seconds']} s")
+        return 0 if all(closed) else 1
+
+    def summary(self, **extra) -> dict:
+        """``{"models": {name: summary}, "wall_seconds": ...}``; with one model, its summary's keys
+        at the top level too (the shape a single-model demo has always written)."""
+        wall = round(time.monotonic() - self.started, 1)
+        models = {}
+        for demo in self.demos:
+            demo.summary["wall_seconds"] = round(time.monotonic() - demo.started, 1)
+            if "stopped" in extra:
+                demo.summary["stopped"] = extra["stopped"]
+            models[demo.spec.name] = demo.summary
+        combined: dict = {}
+        if len(self.demos) == 1:
+            combined.update(self.demos[0].summary)
+        combined.update({"models": models, "wall_seconds": wall, **extra})
+        errors = {name: m["error"] for name, m in models.items() if "error" in m}
+        if errors and len(self.demos) > 1:
+            combined["error"] = "; ".join(f"{name}: {error}" for name, error in errors.items())
+        return combined
+
+    def airflow_facts(self) -> dict:
+        """Every asset event the stack recorded (each names its source DAG run and the runs it
+        created), read back before the stack stops: what tells whether two models' loops mixed."""
+        keep = ("name", "uri", "source_dag_id", "source_run_id", "timestamp")
+        try:
+            events = self.stack.api("GET", "/assets/events", params={"limit": 1000, "order_by": "timestamp"})
+        except Exception as exc:  # noqa: BLE001 - the summary says what could not be read
+            return {"asset_events_error": f"{exc.__class__.__name__}: {exc}"}
+        return {"asset_events": [
+            {**{k: e.get(k) for k in keep}, "created_dagruns": [r.get("dag_id") for r in e.get("created_dagruns", [])]}
+            for e in events["asset_events"]
+        ]}
+
+    def stop_processes(self) -> None:
+        """The prediction services first, then Airflow's components: SIGTERM, wait, SIGKILL the rest
+        (grandchildren too). Bounded, so that a stop request ends the demo within about a minute."""
+        import psutil
+
+        workers = []  # recorded first: the servers' workers live in sessions of their own
+        for demo in self.demos:
+            server = demo.server.proc
+            if server is not None and server.poll() is None:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    workers += psutil.Process(server.pid).children(recursive=True)
+        try:
+            for demo in self.demos:
+                with contextlib.suppress(Exception):
+                    demo.server.stop(timeout=20 / len(self.demos))
+        finally:
+            try:
+                self.stack.stop(timeout=30)
+            finally:
+                for worker in workers:  # a worker that outlived its server's stop
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        worker.kill()
 
 
 def serve_port(url: str) -> int:
@@ -523,9 +705,18 @@ def main(argv: list[str] | None = None) -> int:
         signals.uninstall()
 
 
+def _model_count(text: str) -> tuple[str, int]:
+    model, sep, count = text.partition("=")
+    if not sep or not model or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected MODEL=N (N >= 1), got {text!r}")
+    return model, int(count)
+
+
 def _main(argv: list[str] | None, signals: StopSignals) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEMO_MODEL, help="the model to run the loop for (default: %(default)s)")
+    parser.add_argument("--model", dest="models", action="append", metavar="MODEL",
+                        help=f"a model to run the loop for; repeat it to run several side by side in one Airflow "
+                             f"(default: {DEMO_MODEL})")
     parser.add_argument("--seed", type=int, default=None, help="default: the example's own")
     parser.add_argument("--clean-days", type=int, default=14)
     parser.add_argument("--drift-days", type=int, default=5)
@@ -533,15 +724,26 @@ def _main(argv: list[str] | None, signals: StopSignals) -> int:
     parser.add_argument("--rows-per-day", "--orders-per-day", type=int, default=None,
                         help="events per daily batch (default: the example's own)")
     parser.add_argument("--traffic", type=int, default=800, help="requests served per traffic wave")
+    parser.add_argument("--traffic-of", type=_model_count, action="append", metavar="MODEL=N",
+                        help="requests per wave for one model (overrides --traffic for it; repeatable)")
     parser.add_argument("--airflow-port", type=int, default=None, help="default: a free port")
     parser.add_argument("--keep-running", action="store_true", help="leave Airflow and the service up")
     args = parser.parse_args(argv)
+    args.models = list(dict.fromkeys(args.models or [DEMO_MODEL]))
+    args.model = args.models[0]
     from airloop.settings import WeakSecretError, ensure_dirs, require_strong_secrets, serve_url_env
 
-    # The demo model's service on a free port unless one is configured for it (its own URL or the
-    # shared one). Only the demo model's variable is set: no other model's DAGs are pointed at it.
-    if not any(os.environ.get(name, "").strip() for name in (serve_url_env(args.model), "AIRLOOP_SERVE_URL")):
-        os.environ[serve_url_env(args.model)] = f"http://127.0.0.1:{free_port()}"
+    # Each demo model's service on a free port unless one is configured for it (its own URL, or
+    # the shared one when only one model runs: two services cannot share it). Only the demo
+    # models' variables are set: no other model's DAGs are pointed at them.
+    shared = () if len(args.models) > 1 else ("AIRLOOP_SERVE_URL",)
+    taken = set()
+    for model in args.models:
+        if not any(os.environ.get(name, "").strip() for name in (serve_url_env(model), *shared)):
+            while (port := free_port()) in taken:
+                pass
+            taken.add(port)
+            os.environ[serve_url_env(model)] = f"http://127.0.0.1:{port}"
 
     try:
         require_strong_secrets()
@@ -549,7 +751,7 @@ def _main(argv: list[str] | None, signals: StopSignals) -> int:
         print(f"airloop demo: {exc}", file=sys.stderr)
         return 1
     ensure_dirs()
-    return Demo(args, signals).main()
+    return Session(args, signals).main()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import os
 import uuid
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["as_utc", "atomic_path", "to_csv_bytes", "to_utc_naive", "write_atomic", "write_csv"]
+__all__ = ["as_utc", "atomic_path", "exclusive", "to_csv_bytes", "to_utc_naive", "write_atomic", "write_csv"]
 
 UTC = dt.timezone.utc
 
@@ -37,6 +38,19 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the block: one
+    process at a time, across every process on this machine that takes the same lock."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

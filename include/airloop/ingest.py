@@ -18,10 +18,8 @@ Plain functions without Airflow; DVC, pandas and GX are imported inside them.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -31,9 +29,9 @@ import stat
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
-from airloop.fileio import atomic_path
+from airloop.fileio import atomic_path, exclusive
 from airloop.validation import (
     BatchNameError,
     Failure,
@@ -151,7 +149,7 @@ def ingest_batch(spec: "ModelSpec", path: str | Path, settings: "Settings | None
 
     _import_libraries()
     # One ingest at a time per workspace: git, DVC and the GX file context are not safe to share.
-    with _exclusive(settings.dvc_workspace.with_name(settings.dvc_workspace.name + ".lock")):
+    with exclusive(settings.dvc_workspace.with_name(settings.dvc_workspace.name + ".lock")):
         try:
             md5 = _copy_landing_file(path, copy, settings.max_batch_bytes)
         except _Refused as refused:
@@ -571,14 +569,3 @@ def _write_parquet(frame: "pd.DataFrame", path: Path) -> None:
     """Write the batch's rows atomically: feature readers never see half a file."""
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

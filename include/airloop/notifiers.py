@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import datetime, timezone
 
 from airflow.sdk import BaseNotifier
@@ -22,11 +23,35 @@ def alerts_file():
     return get_settings().home / "alerts" / "alerts.jsonl"
 
 
-def read_alerts() -> list[dict]:
+def read_alerts(dag_id: str | None = None) -> list[dict]:
+    """Every recorded alert (of ``dag_id``'s tasks only, if given), oldest first.
+
+    Tasks of several DAGs append to the file while it is read: a last line without its newline
+    is an alert still being written, and is left for the next read.
+    """
     path = alerts_file()
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    complete = path.read_text().rpartition("\n")[0]
+    alerts = [json.loads(line) for line in complete.splitlines() if line.strip()]
+    return [a for a in alerts if dag_id is None or a.get("dag_id") == dag_id]
+
+
+def append_line(path, line: str) -> None:
+    """Append one line with a single ``write`` on an ``O_APPEND`` descriptor.
+
+    Task processes of several DAGs (several models) alert at once: a buffered text-mode append
+    may split a long line into several writes, which interleave with another process's line.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (line + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+    finally:
+        os.close(fd)
+    if written != len(data):  # a local file takes it whole; a full disk does not
+        raise OSError(f"alert line cut short in {path}: {written} of {len(data)} bytes")
 
 
 class AlertLogNotifier(BaseNotifier):
@@ -50,8 +75,5 @@ class AlertLogNotifier(BaseNotifier):
             "map_index": getattr(ti, "map_index", None),
             "message": str(exc) if exc else None,
         }
-        path = alerts_file()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as fh:
-            fh.write(json.dumps(alert) + "\n")
+        append_line(alerts_file(), json.dumps(alert))
         log.error("ALERT %s: %s", self.title, alert["message"])

@@ -81,8 +81,36 @@ def client(settings: Settings | None = None) -> "MlflowClient":
     s = settings or get_settings()
     mlflow.set_tracking_uri(s.mlflow_tracking_uri)
     if s.mlflow_tracking_uri.startswith("sqlite:///"):
-        Path(s.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _create_sqlite_store(s.mlflow_tracking_uri)
     return mlflow.MlflowClient(tracking_uri=s.mlflow_tracking_uri)
+
+
+_SQLITE_STORES_READY: set[str] = set()
+
+
+def _create_sqlite_store(uri: str) -> None:
+    """Create (migrate) an embedded SQLite tracking and registry store once, one process at a time.
+
+    MLflow's tracking and registry stores each create and migrate an empty database when they
+    are first opened, without a lock: two processes opening a fresh database at once (two models'
+    prediction services polling for their champions, two models' training tasks) run the same
+    migrations side by side and fail half way ("duplicate column name", "table ... already
+    exists", alembic_version left behind). Here the first opener migrates under a file lock
+    beside the database, and the others find it complete.
+    """
+    if uri in _SQLITE_STORES_READY:
+        return
+    import mlflow
+
+    from airloop.fileio import exclusive
+
+    path = Path(uri.removeprefix("sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(path.with_name(path.name + ".create.lock")):
+        # Opening each store creates and migrates its tables if they are missing.
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models(max_results=1)
+    _SQLITE_STORES_READY.add(uri)
 
 
 def ensure_experiment(name: str, *, model: str, settings: Settings | None = None) -> str:

@@ -288,13 +288,14 @@ class AirflowStack:
     def runs(self, dag_id: str) -> list[dict]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "run_after"})["dag_runs"]
 
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> dict:
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300, *, sleep=time.sleep) -> dict:
+        """Poll until the run ends; ``sleep`` waits between polls (a caller's may raise to give up)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
             if run["state"] in ("success", "failed"):
                 return run
-            time.sleep(1)
+            sleep(1)
         raise TimeoutError(f"{dag_id}/{run_id} not finished after {timeout}s")
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
@@ -383,8 +384,9 @@ class BentoServer:
         log.close()
         return self
 
-    def wait_ready(self, timeout: float = 150, path: str = "/readyz") -> "BentoServer":
-        """Wait for ``/readyz`` (a champion is loaded) or ``/livez`` (the process is up)."""
+    def wait_ready(self, timeout: float = 150, path: str = "/readyz", *, sleep=time.sleep) -> "BentoServer":
+        """Wait for ``/readyz`` (a champion is loaded) or ``/livez`` (the process is up); ``sleep``
+        waits between probes (a caller's may raise to give up)."""
         import requests
 
         deadline = time.monotonic() + timeout
@@ -396,7 +398,7 @@ class BentoServer:
                     return self
             except requests.RequestException:
                 pass
-            time.sleep(0.5)
+            sleep(0.5)
         raise TimeoutError(f"server not ready after {timeout}s:\n{self.logs()[-4000:]}")
 
     def stop(self, timeout: float = 60) -> int:

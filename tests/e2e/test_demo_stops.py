@@ -196,6 +196,25 @@ def test_sigterm_mid_run_stops_the_demo_and_everything_it_started(tmp_path):
         demo.kill_everything()
 
 
+def test_sigterm_stops_a_demo_of_two_models_side_by_side(tmp_path):
+    # Both loops run in threads of their own; the signal reaches the main thread only, which
+    # must stop the loops, both prediction services and Airflow once.
+    argv = ["-m", "airloop.demo", "--model", "late_delivery", "--model", "trip_duration", *SMALL,
+            "--airflow-port", str(free_port())]
+    demo = RunningDemo(tmp_path, argv=argv)
+    demo.port = int(argv[-1])
+    try:
+        demo.wait_until("Airflow api-server answering", demo.api_answers, timeout=240)
+        demo.wait_until("two Bento servers", lambda: _describe(demo.tree()).count("bentoml serve") == 2, timeout=60)
+        demo.wait_until("Airflow task process", lambda: _task_process(demo), timeout=180)
+        recorded = demo.record()
+        assert len(demo.sessions) >= 7, demo.described  # the demo, four components, two servers
+
+        _stop_and_check(demo, recorded, signal.SIGTERM)
+    finally:
+        demo.kill_everything()
+
+
 def test_sigint_stops_a_background_demo_while_airflow_starts(tmp_path):
     # The demo inherits SIGINT ignored, as `python -m airloop.demo --keep-running &` does from sh.
     demo = RunningDemo(tmp_path, sigint_ignored=True)

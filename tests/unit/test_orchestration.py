@@ -250,3 +250,43 @@ def test_retrain_failure_callbacks_alert_then_release(monkeypatch, settings, dem
     release(context)
     assert [a["title"] for a in read_alerts()] == ["late_delivery: retrain not triggered"]
     assert calls == ["rep-7"]
+
+
+def test_alerts_of_several_dags_are_read_apart_and_a_line_being_written_waits(settings):
+    from airloop.notifiers import AlertLogNotifier, alerts_file, read_alerts
+
+    for dag_id in ("late_delivery__ingest", "trip_duration__ingest", "late_delivery__ingest"):
+        AlertLogNotifier("batch rejected").notify({"ti": _TI(None, dag_id=dag_id), "exception": ValueError("x" * 20000)})
+    assert [a["dag_id"] for a in read_alerts(dag_id="trip_duration__ingest")] == ["trip_duration__ingest"]
+    assert len(read_alerts(dag_id="late_delivery__ingest")) == 2 and len(read_alerts()) == 3
+    # Another task's alert half written (no newline yet) is left for the next read.
+    with alerts_file().open("a") as fh:
+        fh.write('{"dag_id": "trip_duration__ingest", "mess')
+    assert len(read_alerts()) == 3
+
+
+def test_feature_registry_writes_take_turns_on_a_file_registry(settings, tmp_path):
+    import multiprocessing
+    import time
+
+    lock = Path(settings.feast_registry + ".lock")
+    from airloop.features import registry_writes
+
+    with registry_writes():
+        assert lock.exists()
+        # Another process cannot take the same lock while this one holds it.
+        ctx = multiprocessing.get_context("fork")
+        done = ctx.Event()
+        child = ctx.Process(target=_take_lock, args=(lock, done))
+        child.start()
+        time.sleep(0.5)
+        assert not done.is_set()
+    child.join(10)
+    assert done.is_set() and child.exitcode == 0
+
+
+def _take_lock(lock, done) -> None:
+    from airloop.fileio import exclusive
+
+    with exclusive(lock):
+        done.set()

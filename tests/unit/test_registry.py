@@ -112,3 +112,20 @@ def test_a_tree_with_out_of_range_node_indices_is_refused():
     tree.nodes["left"][inner.nonzero()[0][0]] = len(tree.nodes) + 10
     with pytest.raises(errors.UntrustedModel, match="out of range"):
         registry.check_tree_bounds(model)
+
+
+def test_processes_opening_a_fresh_sqlite_store_at_once_all_get_a_complete_one(tmp_path):
+    """Two models' services (or training tasks) open the embedded store at the same moment:
+    MLflow alone migrates an empty database in each of them side by side and fails."""
+    import subprocess
+    import sys
+
+    code = ("from airloop import registry; from airloop.settings import get_settings; "
+            "c = registry.client(get_settings()); c.search_registered_models(max_results=1); "
+            "print(c.search_experiments(max_results=1)[0].name)")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("AIRLOOP_", "MLFLOW_"))}
+    env["AIRLOOP_HOME"] = str(tmp_path / "airloop")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    results = [(p.wait(180), *p.communicate()) for p in procs]
+    assert all(code == 0 and out.strip() == "Default" for code, out, _ in results), results

@@ -38,6 +38,7 @@ from airloop.features.store import (
     definitions_digest,
     get_store,
     load_definitions,
+    registry_writes,
     repo_config,
 )
 from airloop.features.training import build_training_set, entity_df_from_events
@@ -63,6 +64,7 @@ __all__ = [
     "load_transform",
     "materialize",
     "refresh_online",
+    "registry_writes",
     "repo_config",
     "source_dataset",
     "stored_views",

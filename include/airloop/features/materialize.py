@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airloop.daily_windows import Derived
 from airloop.features.online import feature_service
-from airloop.features.store import get_store
+from airloop.features.store import get_store, registry_writes
 from airloop.fileio import as_utc
 from airloop.settings import Settings, get_settings
 
@@ -158,19 +158,20 @@ def refresh_online(
     from airloop.table_changes import record_refreshed
 
     s = settings or get_settings()
-    store = store or get_store(s, write_batch_size=kwargs.get("write_batch_size"))
-    views = stored_views(spec, store)
-    if not views:
-        return None
-    if applied:
-        # Not local or empty: from the last materialized end, or one TTL back.
-        known = [t for name in views if (t := _earliest_source_row(store.get_feature_view(name)))]
-        start = min(known) if known else None
-    elif derived.changed_since is not None:
-        start = derived.changed_since
-    else:
-        return None
-    result = materialize(end, s, start=start, feature_views=views, store=store, **kwargs)
+    with registry_writes(s):  # other models' features runs share the registry
+        store = store or get_store(s, write_batch_size=kwargs.get("write_batch_size"))
+        views = stored_views(spec, store)
+        if not views:
+            return None
+        if applied:
+            # Not local or empty: from the last materialized end, or one TTL back.
+            known = [t for name in views if (t := _earliest_source_row(store.get_feature_view(name)))]
+            start = min(known) if known else None
+        elif derived.changed_since is not None:
+            start = derived.changed_since
+        else:
+            return None
+        result = materialize(end, s, start=start, feature_views=views, store=store, **kwargs)
     if "tables" in derived.detail:
         record_refreshed(spec, derived.detail["tables"], s)
     return result

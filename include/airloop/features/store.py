@@ -6,7 +6,7 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from airloop.settings import Settings, get_settings
 
@@ -182,6 +182,26 @@ def _forget_modules_under(directory: Path) -> None:
             del sys.modules[name]
 
 
+@contextlib.contextmanager
+def registry_writes(settings: Settings | None = None) -> Iterator[None]:
+    """One writer at a time for a file-based Feast registry.
+
+    Every model applies to and materializes into the same Feast project. A file registry is
+    read whole, changed and written back whole (truncated, then written) by each ``apply`` and
+    each materialized interval's bookkeeping: two models' features runs at once would lose each
+    other's changes or read a half-written registry. A SQL registry has transactions of its
+    own, and then nothing is locked. Not reentrant: never nest it.
+    """
+    from airloop.fileio import exclusive
+
+    s = settings or get_settings()
+    if "://" in s.feast_registry:
+        yield
+        return
+    with exclusive(Path(s.feast_registry + ".lock")):
+        yield
+
+
 def apply(settings: Settings | None = None) -> bool:
     """Apply the feature repo to the registry and online store if its definitions changed.
 
@@ -193,17 +213,18 @@ def apply(settings: Settings | None = None) -> bool:
     from feast.repo_operations import apply_total_with_repo_instance
 
     s = settings or get_settings()
-    store = get_store(s)
-    contents = load_definitions(s, project=store.project)
-    digest = definitions_digest(contents)
-    if _applied_digest(store) == digest:
-        log.info("feature definitions unchanged (%s): nothing to apply", digest[:12])
-        return False
-    project = contents.projects[0]
-    project.tags = {**project.tags, _DIGEST_TAG: digest}
-    apply_total_with_repo_instance(
-        store, store.project, store.registry, contents, skip_source_validation=False
-    )
+    with registry_writes(s):
+        store = get_store(s)
+        contents = load_definitions(s, project=store.project)
+        digest = definitions_digest(contents)
+        if _applied_digest(store) == digest:
+            log.info("feature definitions unchanged (%s): nothing to apply", digest[:12])
+            return False
+        project = contents.projects[0]
+        project.tags = {**project.tags, _DIGEST_TAG: digest}
+        apply_total_with_repo_instance(
+            store, store.project, store.registry, contents, skip_source_validation=False
+        )
     log.info("applied feature definitions %s", digest[:12])
     return True
 
