@@ -60,11 +60,15 @@ lock: $(VENV)/.installed
 demo: install
 	$(BIN)/python -m airloop.demo
 
+# One pytest worker per core; a module's tests stay on one worker (tests/conftest.py groups them).
+TEST_WORKERS ?= auto
+PARALLEL := --numprocesses $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PARALLEL) $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not services" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PARALLEL) -m "not slow and not services" $(PYTEST_ARGS)
 
 up: install
 	mkdir -p $(AIRFLOW_HOME)

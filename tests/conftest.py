@@ -65,6 +65,8 @@ def demo_spec():
 
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+# Redis databases the tests may claim (tests/stack/native.py claims 4-13; bench uses 14).
+REDIS_DB_POOL = (15, 3, 2, 1)
 
 
 @pytest.fixture
@@ -79,3 +81,61 @@ def pg_database():
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_db():
+    """The number of an empty Redis database on 127.0.0.1:6379 that this test holds alone.
+
+    Tests run in parallel (pytest-xdist): a database is claimed with a lock file, flushed
+    before and after the test."""
+    import fcntl
+
+    redis = pytest.importorskip("redis")
+    for number in REDIS_DB_POOL:
+        handle = open(Path(tempfile.gettempdir()) / f"airloop-tests-redis-db{number}.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        client = redis.Redis(host="127.0.0.1", port=6379, db=number)
+        try:
+            client.flushdb()
+            yield number
+        finally:
+            client.flushdb()
+            handle.close()
+        return
+    raise RuntimeError(f"every Redis database of {REDIS_DB_POOL} is held by another test")
+
+
+# Tests that read the one run of both example loops (tests/e2e/conftest.py) share a worker.
+BOTH_LOOPS_GROUP = "both-loops"
+
+
+def _group(item) -> str:
+    if "both_loops" in getattr(item, "fixturenames", ()):
+        return BOTH_LOOPS_GROUP
+    return item.nodeid.split("::", 1)[0]
+
+
+def pytest_itemcollected(item):
+    """Keep each module's tests on one worker: under ``pytest -n`` (pytest-xdist, ``--dist
+    loadgroup``) a group runs whole on one worker, so module- and session-scoped fixtures are
+    built once. Marked here, as each test is collected, because pytest-xdist reads the groups
+    before the ``pytest_collection_modifyitems`` hooks of conftest files run."""
+    item.add_marker(pytest.mark.xdist_group(_group(item)))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Start the longest work first: groups are handed to workers in collection order, so the
+    both-loops run (~10 min) goes first, then modules with slow tests, and the short ones fill
+    the gaps at the end instead of waiting behind a long one."""
+    slow_groups = {_group(item) for item in items if item.get_closest_marker("slow")}
+
+    def rank(item) -> int:
+        name = _group(item)
+        return 0 if name == BOTH_LOOPS_GROUP else 1 if name in slow_groups else 2
+
+    items.sort(key=rank)  # stable: collection order within each rank

@@ -16,7 +16,6 @@ from airloop.daily_windows import Derived, end_of_day
 from airloop.settings import Settings, ensure_dirs, environ, get_settings
 
 UTC = dt.timezone.utc
-REDIS_DB = 15  # shared with test_features: each test flushes it before and after
 DAY0 = dt.date(2025, 3, 1)
 DAYS = 4
 
@@ -163,12 +162,10 @@ def test_bulk_write_stores_what_feast_stores_on_sqlite(tmp_path):
 
 
 @pytest.fixture
-def redis_client():
-    redis = pytest.importorskip("redis")
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    client.flushdb()
-    yield client
-    client.flushdb()
+def redis_client(redis_db):
+    import redis
+
+    return redis.Redis(host="127.0.0.1", port=6379, db=redis_db)
 
 
 def redis_snapshot(client) -> dict:
@@ -176,10 +173,10 @@ def redis_snapshot(client) -> dict:
 
 
 @pytest.mark.services
-def test_bulk_write_stores_what_feast_stores_on_redis(tmp_path, redis_client, pg_database, demo_spec):
+def test_bulk_write_stores_what_feast_stores_on_redis(tmp_path, redis_db, redis_client, pg_database, demo_spec):
     def settings(name: str) -> Settings:
         return make_settings(
-            tmp_path / name, AIRLOOP_FEAST_REDIS=f"127.0.0.1:6379,db={REDIS_DB}", AIRLOOP_FEAST_REGISTRY=pg_database
+            tmp_path / name, AIRLOOP_FEAST_REDIS=f"127.0.0.1:6379,db={redis_db}", AIRLOOP_FEAST_REGISTRY=pg_database
         )
 
     feast, bulk = settings("feast"), settings("bulk")

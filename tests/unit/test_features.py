@@ -21,7 +21,6 @@ DEMO_SPEC = load_spec(REPO_ROOT / "include" / "models" / "late_delivery.yaml")
 DAY0 = dt.date(2024, 3, 1)
 HISTORY_DAYS = 31
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-REDIS_DB = 15
 
 
 def make_settings(home: Path, **env: str) -> Settings:
@@ -345,13 +344,10 @@ def test_materialize_and_serve_embedded(history, demo_spec):
 
 
 @pytest.fixture
-def services(history, tmp_path):
-    """Redis db 15 (flushed) and a throw-away Postgres database for the registry."""
+def services(history, tmp_path, redis_db):
+    """An empty Redis database and a throw-away Postgres database for the registry."""
     psycopg = pytest.importorskip("psycopg")
-    redis = pytest.importorskip("redis")
     database = f"airloop_test_{uuid.uuid4().hex[:12]}"
-    client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-    client.flushdb()
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{database}"')
     try:
@@ -359,10 +355,9 @@ def services(history, tmp_path):
             tmp_path / "airloop",
             AIRLOOP_OFFLINE_DIR=str(history.offline_dir),  # the same parquet offline source
             AIRLOOP_FEAST_REGISTRY=f"postgresql://postgres@127.0.0.1:5432/{database}",
-            AIRLOOP_FEAST_REDIS=f"127.0.0.1:6379,db={REDIS_DB}",
+            AIRLOOP_FEAST_REDIS=f"127.0.0.1:6379,db={redis_db}",
         )
     finally:
-        client.flushdb()
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
