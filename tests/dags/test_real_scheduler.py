@@ -68,3 +68,25 @@ def test_data_docs_are_reachable_from_the_ui_after_an_ingest(stack):
     assert "Great Expectations Data Docs" in index.text
     docs = requests.get(f"{stack.url}/airloop/files/datadocs/index.html", headers=headers, timeout=10)
     assert docs.status_code == 200 and "late_delivery" in docs.text
+
+
+def _mapped_libraries(pid: int) -> set[str]:
+    """The compiled libraries of pandas and scikit-learn mapped into a process."""
+    maps = open(f"/proc/{pid}/maps").read()
+    return {name for name in ("pandas/_libs", "sklearn/") if name in maps}
+
+
+def test_task_processes_are_forked_with_the_libraries_loaded(stack):
+    """The scheduler imports the tasks' libraries before it forks its LocalExecutor workers
+    (airloop.preload): every worker, and so every task forked from it, has them loaded. The
+    dag-processor and the api-server load none of them."""
+    import psutil
+
+    scheduler = psutil.Process(stack.procs["scheduler"].pid)
+    assert "airloop preload:" in stack.logs("scheduler")
+    workers = [p for p in scheduler.children() if "LocalExecutor" in " ".join(p.cmdline())]
+    assert workers, [p.cmdline() for p in scheduler.children()]
+    for worker in workers:
+        assert _mapped_libraries(worker.pid) == {"pandas/_libs", "sklearn/"}, worker.cmdline()
+    for name in ("dag-processor", "api-server"):
+        assert _mapped_libraries(stack.procs[name].pid) == set(), name

@@ -1,0 +1,83 @@
+"""Heavy libraries imported once by the Airflow process that forks the task processes.
+
+Airflow's LocalExecutor forks its workers from the scheduler, the Celery worker forks its pool
+from its main process, and each task process is forked from those. A library imported before
+the fork is already loaded in every task, so a task no longer pays seconds of imports
+(pandas, Great Expectations, DVC, scikit-learn, MLflow, Feast, Evidently) before its first
+line of work. ``airflow_local_settings`` (Airflow's own start-up hook, in ``include/``) calls
+:func:`preload_for` in every Airflow process; only the forking ones import anything.
+
+``AIRLOOP_PRELOAD=false`` switches it off. DAG files still import nothing heavy: parsing
+happens in the dag-processor, which preloads nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+
+__all__ = ["TASK_LIBRARIES", "forks_tasks", "preload", "preload_for"]
+
+log = logging.getLogger(__name__)
+
+# What Airloop's tasks import, heaviest first (measured cold on this kind of machine: all of
+# them ~15 s of CPU).
+TASK_LIBRARIES = (
+    "great_expectations",
+    "mlflow",
+    "feast",
+    "evidently",
+    "dvc.repo",
+    "sklearn.ensemble",
+    "skops.io",
+    "pyarrow.parquet",
+    "pandas",
+)
+
+
+def forks_tasks(argv: Sequence[str], executor: str) -> bool:
+    """Whether the Airflow process started as ``argv`` forks task processes from itself: the
+    scheduler when it runs the LocalExecutor, and the Celery worker."""
+    words = [a for a in argv[1:] if not a.startswith("-")]
+    if words[:1] == ["scheduler"]:
+        return "LocalExecutor" in executor
+    return words[:2] == ["celery", "worker"]
+
+
+def preload(modules: Sequence[str] = TASK_LIBRARIES) -> dict[str, float]:
+    """Import ``modules``; return the seconds each took. A library that fails to import is
+    logged and skipped: the task that needs it will raise the error itself."""
+    seconds: dict[str, float] = {}
+    for name in modules:
+        started = time.perf_counter()
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - never stop Airflow from starting over a preload
+            log.warning("airloop preload: %s did not import (%s: %s)", name, type(exc).__name__, exc)
+            continue
+        seconds[name] = time.perf_counter() - started
+    return seconds
+
+
+def preload_for(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> dict[str, float] | None:
+    """Preload :data:`TASK_LIBRARIES` if this process forks tasks and ``AIRLOOP_PRELOAD`` is
+    not false; return the seconds per library, or None when nothing was loaded."""
+    environ = os.environ if environ is None else environ
+    if environ.get("AIRLOOP_PRELOAD", "true").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    if not forks_tasks(argv, _executor(environ)):
+        return None
+    started = time.perf_counter()
+    seconds = preload()
+    log.info("airloop preload: %d libraries in %.1f s, before any task is forked",
+             len(seconds), time.perf_counter() - started)
+    return seconds
+
+
+def _executor(environ: Mapping[str, str]) -> str:
+    from airflow.configuration import conf
+
+    return environ.get("AIRFLOW__CORE__EXECUTOR") or conf.get("core", "executor", fallback="")
