@@ -58,7 +58,7 @@ if __name__ == "__main__":
 
 from airloop.notifiers import read_alerts  # noqa: E402 - after the early stop above
 from airloop.settings import get_settings  # noqa: E402
-from airloop.spec import get_spec, import_model_module  # noqa: E402
+from airloop.spec import example_data, get_spec  # noqa: E402
 from airloop.testing import AirflowStack, BentoServer, deferred_signals, free_port  # noqa: E402
 
 DEMO_MODEL = "late_delivery"
@@ -155,7 +155,7 @@ class Demo:
         self.args = args
         self.signals = signals or StopSignals()
         self.spec = get_spec(model or args.model)
-        self.data = import_model_module(self.spec, f"{self.spec.name}.datagen")
+        self.data = example_data(self.spec)
         self.seed = args.seed if args.seed is not None else self.data.DEFAULT_SEED
         self.traffic = dict(getattr(args, "traffic_of", None) or {}).get(self.spec.name, args.traffic)
         self.stop = stop or threading.Event()
