@@ -118,7 +118,10 @@ def build(spec, rows: int, scenario: str):
     import pandas as pd
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from airloop import datagen, monitoring, train
+    from airloop import monitoring, train
+    from airloop.spec import example_data
+
+    datagen = example_data("late_delivery")
 
     ref_last = FIRST_DAY + dt.timedelta(days=7 + REFERENCE_DAYS - 1)
     drift = datagen.Drift(ref_last + dt.timedelta(days=1), 0.6) if scenario == "drift" else None

@@ -37,9 +37,12 @@ DAY = dt.date(2024, 3, 1)
 
 def write_batch(path: Path, megabytes: float) -> int:
     """An orders CSV of about ``megabytes`` MB (one day's rows repeated); returns its size."""
-    from airloop import datagen
+    from airloop.fileio import to_csv_bytes
+    from airloop.spec import example_data
 
-    body = datagen.to_csv_bytes(datagen.generate_orders(DAY, orders_per_day=5_000))
+    datagen = example_data("late_delivery")
+
+    body = to_csv_bytes(datagen.generate_orders(DAY, orders_per_day=5_000))
     header, rows = body.split(b"\n", 1)
     target = int(megabytes * 1_000_000)
     with path.open("wb") as out:

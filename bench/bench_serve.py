@@ -60,9 +60,11 @@ def prepare_home(home: Path, days: int = 10, orders_per_day: int = 1500) -> None
     os.environ["AIRLOOP_HOME"] = str(home)
     import pandas as pd
 
-    from airloop import datagen, features, promotion, registry, train
+    from airloop import features, promotion, registry, train
     from airloop.settings import ensure_dirs, get_settings
-    from airloop.spec import load_spec
+    from airloop.spec import example_data, load_spec
+
+    datagen = example_data("late_delivery")
 
     settings = ensure_dirs(get_settings())
     spec = load_spec(settings.models_dir / f"{MODEL}.yaml")
@@ -94,7 +96,9 @@ def prepare_home(home: Path, days: int = 10, orders_per_day: int = 1500) -> None
 
 
 def request_rows(n: int = 500, seed: int = 1) -> list[dict]:
-    from airloop import datagen
+    from airloop.spec import example_data
+
+    datagen = example_data("late_delivery")
 
     rng = random.Random(seed)
     ids = datagen.restaurants().ids.tolist()

@@ -63,12 +63,12 @@ def dag_tags(spec: "ModelSpec", stage: str) -> list[str]:
 
 
 def asset_uri(spec: "ModelSpec", what: str) -> str:
-    """URI of the Asset a stage emits, e.g. ``airloop://late_delivery/validated``."""
+    """URI of the Asset a stage emits, e.g. ``airloop://my_model/validated``."""
     return f"airloop://{spec.name}/{what}"
 
 
 def asset_name(spec: "ModelSpec", what: str) -> str:
-    """Name of the Asset a stage emits, e.g. ``late_delivery__validated``."""
+    """Name of the Asset a stage emits, e.g. ``my_model__validated``."""
     return f"{spec.name}__{what}"
 
 

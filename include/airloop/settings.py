@@ -80,7 +80,7 @@ class Settings:
         """Where ``model``'s prediction service answers.
 
         ``AIRLOOP_SERVE_URL__<MODEL>`` (the model name upper-cased, e.g.
-        ``AIRLOOP_SERVE_URL__TRIP_DURATION``) if set, else ``AIRLOOP_SERVE_URL``. A service serves
+        ``AIRLOOP_SERVE_URL__MY_MODEL``) if set, else ``AIRLOOP_SERVE_URL``. A service serves
         one model (``AIRLOOP_SERVE_MODEL``), so with several specs each needs a URL of its own;
         the shared one suits a single model, or the one model whose service it names.
         """
@@ -98,13 +98,13 @@ SERVE_URL_PREFIX = "AIRLOOP_SERVE_URL__"
 
 
 def _model_key(model: str) -> str:
-    """A model name as it appears in a variable name (``trip_duration`` -> ``TRIP_DURATION``)."""
+    """A model name as it appears in a variable name (``my_model`` -> ``MY_MODEL``)."""
     # Spec names are lower_snake_case; anything else is mapped to what a shell variable allows.
     return re.sub(r"[^A-Z0-9_]", "_", model.upper())
 
 
 def serve_url_env(model: str) -> str:
-    """The variable that names ``model``'s own prediction service, e.g. ``AIRLOOP_SERVE_URL__TRIP_DURATION``."""
+    """The variable that names ``model``'s own prediction service, e.g. ``AIRLOOP_SERVE_URL__MY_MODEL``."""
     return SERVE_URL_PREFIX + _model_key(model)
 
 

@@ -527,6 +527,26 @@ def import_model_module(spec: ModelSpec, module_name: str):
     return module
 
 
+EXAMPLE_DATA_MODULE = "datagen"
+
+
+def has_example_data(spec: ModelSpec) -> bool:
+    """Whether the model's directory holds example data (``<model>/datagen.py``)."""
+    return (spec.home / spec.name / f"{EXAMPLE_DATA_MODULE}.py").is_file()
+
+
+def example_data(model: "str | ModelSpec"):
+    """The model's example-data module, ``<model>/datagen.py`` beside its spec (a model name
+    is looked up in the models directory).
+
+    What the demo lands and serves, and what tests and benchmarks generate data with; the
+    library itself never reads it. Imported as ``<model>.datagen`` by
+    :func:`import_model_module`, once per process: every caller gets the same module.
+    """
+    spec = get_spec(model) if isinstance(model, str) else model
+    return import_model_module(spec, f"{spec.name}.{EXAMPLE_DATA_MODULE}")
+
+
 def load_specs(models_dir: str | Path | None = None) -> list[ModelSpec]:
     """All specs in the models directory, sorted by name."""
     if models_dir is None:

@@ -6,8 +6,10 @@ import datetime as dt
 
 import pytest
 
-from airloop import datagen
+from airloop.spec import example_data
 from airloop.testing import run_dag
+
+datagen = example_data("late_delivery")
 
 pytestmark = pytest.mark.slow
 

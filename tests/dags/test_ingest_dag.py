@@ -6,9 +6,11 @@ import datetime as dt
 
 import pytest
 
-from airloop import datagen
 from airloop.notifiers import read_alerts
+from airloop.spec import example_data
 from airloop.testing import run_dag
+
+datagen = example_data("late_delivery")
 
 pytestmark = pytest.mark.slow
 DAYS = [dt.date(2026, 10, 1) + dt.timedelta(days=i) for i in range(3)]

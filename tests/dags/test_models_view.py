@@ -153,7 +153,10 @@ def built(home, stack, demo_spec) -> Built:
     import pandas as pd
     from threadpoolctl import threadpool_limits
 
-    from airloop import datagen, promotion, registry, train
+    from airloop import promotion, registry, train
+    from airloop.spec import example_data
+
+    datagen = example_data("late_delivery")
 
     spec, settings = demo_spec, home
     days = [dt.date(2024, 3, 1) + dt.timedelta(days=i) for i in range(6)]

@@ -8,8 +8,10 @@ import datetime as dt
 import pytest
 import requests
 
-from airloop import datagen
+from airloop.spec import example_data
 from airloop.testing import AirflowStack
+
+datagen = example_data("late_delivery")
 
 pytestmark = pytest.mark.slow
 

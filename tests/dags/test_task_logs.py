@@ -15,8 +15,10 @@ import json
 from pathlib import Path
 
 import pytest
-from airloop import datagen
+from airloop.spec import example_data
 from airloop.testing import AirflowStack
+
+datagen = example_data("late_delivery")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 

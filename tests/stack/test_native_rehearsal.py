@@ -125,7 +125,9 @@ def test_anonymous_requests_are_rejected(stack, api):
 
 
 def test_pipeline_runs_on_celery_and_serves_the_promoted_model(stack, api):
-    from airloop import datagen
+    from airloop.spec import example_data
+
+    datagen = example_data("late_delivery")
 
     with service_settings(stack, "airflow-worker") as settings:
         landing = settings.landing_dir / "orders"

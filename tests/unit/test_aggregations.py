@@ -16,10 +16,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from airloop import datagen, features
+from airloop import features
 from airloop.daily_windows import end_of_day
 from airloop.settings import Settings, ensure_dirs, get_settings
-from airloop.spec import ModelSpec, SpecError, load_spec
+from airloop.spec import ModelSpec, SpecError, example_data, load_spec
+
+datagen = example_data("late_delivery")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO = REPO_ROOT / "include" / "models" / "late_delivery.yaml"

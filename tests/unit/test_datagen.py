@@ -1,11 +1,17 @@
 import datetime as dt
 import hashlib
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from airloop import datagen
+from airloop.fileio import to_csv_bytes
+from airloop.spec import example_data, get_spec, has_example_data, load_specs
+
+datagen = example_data("late_delivery")
 
 DAY = dt.date(2026, 10, 5)
 
@@ -43,7 +49,7 @@ def test_drift_starts_on_its_day_and_moves_the_distributions():
 @pytest.mark.parametrize("defect", datagen.DEFECTS)
 def test_each_defect_changes_the_batch(defect):
     frame = datagen.generate_orders(DAY)
-    clean = datagen.to_csv_bytes(frame)
+    clean = to_csv_bytes(frame)
     bad = datagen.apply_defect(frame, defect)
     assert bad != clean
     if defect == "empty_file":
@@ -81,3 +87,21 @@ def test_cli_writes_days(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "orders_2026-10-01.csv", "orders_2026-10-02.csv", "orders_2026-10-03.csv",
     ]
+
+
+def test_the_generator_runs_as_a_script(tmp_path):
+    out = subprocess.run(
+        [sys.executable, datagen.__file__, "--start", "2026-10-01", "--days", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )
+    assert [Path(line).name for line in out.stdout.split()] == ["orders_2026-10-01.csv", "orders_2026-10-02.csv"]
+
+
+def test_the_generator_lives_with_its_model_and_the_library_has_none():
+    import airloop
+
+    spec = get_spec("late_delivery")
+    assert Path(datagen.__file__).resolve() == (spec.home / "late_delivery" / "datagen.py").resolve()
+    assert example_data(spec) is datagen  # one module, whoever asks
+    assert not (Path(airloop.__file__).parent / "datagen.py").exists()
+    assert {s.name for s in load_specs() if has_example_data(s)} == {"late_delivery", "trip_duration"}

@@ -12,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from airloop import datagen, features
+from airloop import features
 from airloop.settings import Settings, ensure_dirs, get_settings
-from airloop.spec import load_spec
+from airloop.spec import example_data, load_spec
+
+datagen = example_data("late_delivery")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_SPEC = load_spec(REPO_ROOT / "include" / "models" / "late_delivery.yaml")

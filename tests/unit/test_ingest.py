@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from airloop import datagen
 from airloop.ingest import (
     BatchNameError,
     BatchRejected,
@@ -21,7 +20,10 @@ from airloop.ingest import (
     ingest_batch,
     read_version,
 )
+from airloop.spec import example_data
 from airloop.validation import batch_window
+
+datagen = example_data("late_delivery")
 
 DAY = dt.date(2024, 3, 1)
 

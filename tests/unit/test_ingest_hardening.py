@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from airloop import datagen
+from airloop.fileio import to_csv_bytes
 from airloop.ingest import (
     BatchRejected,
     committed_batches,
@@ -32,7 +32,10 @@ from airloop.ingest import (
     max_batch_bytes,
 )
 from airloop.settings import DEFAULT_MAX_BATCH_BYTES, get_settings
+from airloop.spec import example_data
 from airloop.validation import MAX_EXCERPT, read_typed
+
+datagen = example_data("late_delivery")
 
 MAX_BATCH_BYTES_ENV = "AIRLOOP_MAX_BATCH_BYTES"
 
@@ -48,7 +51,7 @@ def _landing(settings, spec) -> Path:
 
 
 def _clean_bytes(day: dt.date = DAY, orders: int = 300) -> bytes:
-    return datagen.to_csv_bytes(datagen.generate_orders(day, orders_per_day=orders))
+    return to_csv_bytes(datagen.generate_orders(day, orders_per_day=orders))
 
 
 @contextlib.contextmanager

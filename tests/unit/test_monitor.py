@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from airloop import datagen, prediction_log, promotion, registry
+from airloop import prediction_log, promotion, registry
 from airloop.decisions import DRIFT, INSUFFICIENT_DATA, OK, decide
+from airloop.spec import example_data
+
+datagen = example_data("late_delivery")
 
 FIRST_DAY = dt.date(2026, 9, 1)
 REFERENCE_DAYS = [FIRST_DAY + dt.timedelta(days=i) for i in range(7, 14)]  # 7 days of full history

@@ -21,7 +21,10 @@ pytestmark = pytest.mark.slow
 def champion(tmp_path_factory, demo_spec):
     """A registered @champion trained on order columns directly (no feature store needed)."""
     import pandas as pd
-    from airloop import datagen, train
+    from airloop import train
+    from airloop.spec import example_data
+
+    datagen = example_data("late_delivery")
 
     home = tmp_path_factory.mktemp("package") / "airloop"
     with pytest.MonkeyPatch.context() as mp:

@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from airloop import datagen
+from airloop.fileio import to_csv_bytes
 from airloop.ingest import BatchRejected, committed_batches, find_pending_batches, ingest_batch, read_version
-from airloop.spec import SpecError, load_spec
+from airloop.spec import SpecError, example_data, load_spec
 from airloop.table_changes import changed_tables, record_refreshed
+
+datagen = example_data("late_delivery")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAY = dt.date(2024, 3, 1)
@@ -55,7 +57,7 @@ def _spec_with(tmp_path: Path, references: list[dict]):
 def _write_csv(landing: Path, name: str, day: dt.date, rows: list[dict]) -> Path:
     path = landing / name / f"{name}_{day:%Y-%m-%d}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(datagen.to_csv_bytes(pd.DataFrame(rows)))
+    path.write_bytes(to_csv_bytes(pd.DataFrame(rows)))
     return path
 
 

@@ -301,7 +301,10 @@ class Demo:
 def prepare_demo(home: Path, spec) -> Demo:
     """Orders -> statistics -> Feast (applied, materialized) -> training set -> v1 champion, v2."""
     import pandas as pd
-    from airloop import datagen, features, train
+    from airloop import features, train
+    from airloop.spec import example_data
+
+    datagen = example_data("late_delivery")
 
     settings = ensure_dirs(get_settings())
     assert settings.home == home

@@ -151,6 +151,25 @@ def test_no_machine_paths_in_the_code():
     assert not offenders
 
 
+def test_the_library_names_no_models_data():
+    """The library runs any model from its spec: no model's name, table, key, target or column
+    (the compound ones, which cannot be ordinary words) appears in ``include/airloop/``."""
+    names = set()
+    for spec in load_specs(REPO_ROOT / "include" / "models"):
+        names.update([spec.name, *spec.dataset_names, *spec.join_keys, spec.target])
+        for table in spec.dataset_names:
+            names.update(spec.for_dataset(table).dataset.columns)
+    names = {n for n in names if "_" in n} - {"event_timestamp"}  # the engine's own stamp column
+    assert {"late_delivery", "restaurant_id", "was_late", "trip_duration", "zone_id"} <= names
+    offenders = [
+        f"{path.relative_to(REPO_ROOT)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group()}"
+        for path in sorted((REPO_ROOT / "include" / "airloop").rglob("*.py"))
+        for text in [path.read_text()]
+        for m in re.finditer(r"\b(" + "|".join(map(re.escape, sorted(names))) + r")\b", text)
+    ]
+    assert not offenders, offenders
+
+
 def test_placeholder_and_short_secrets_are_refused_by_name():
     from airloop.settings import WeakSecretError, require_strong_secrets, weak_secrets
 

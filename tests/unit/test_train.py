@@ -10,7 +10,10 @@ import time
 import uuid
 
 import pytest
-from airloop import datagen, errors, promotion, registry
+from airloop import errors, promotion, registry
+from airloop.spec import example_data
+
+datagen = example_data("late_delivery")
 
 pytestmark = pytest.mark.slow
 # 7 warm-up days (the spec), 6 training days, 3 holdout days.

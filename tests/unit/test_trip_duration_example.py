@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -19,27 +18,14 @@ from airloop import daily_windows
 from airloop.daily_windows import Derived, WindowsResult, end_of_day
 from airloop.fileio import to_csv_bytes
 from airloop.settings import Settings, ensure_dirs, get_settings
-from airloop.spec import load_spec
+from airloop.spec import example_data, load_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO_ROOT / "include" / "models" / "trip_duration"
 SPEC = load_spec(REPO_ROOT / "include" / "models" / "trip_duration.yaml")
+datagen = example_data(SPEC)
 # In the past (validation refuses rows stamped after the run) and after every registration.
 DAY0 = dt.date(2025, 3, 3)
-
-
-def _load(name: str):
-    """A module of the model's directory, imported from its file under a private name."""
-    module_name = f"_trip_duration_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, MODEL_DIR / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # dataclasses look their module up while they are built
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
-datagen = _load("datagen")
 
 
 def make_settings(home: Path, **env: str) -> Settings:

@@ -341,7 +341,7 @@ class _TypedColumn:
         import pyarrow as pa
 
         if self.kind == "string":
-            # to_pandas shares equal strings (e.g. a zone repeated on every row).
+            # to_pandas shares equal strings (e.g. a category repeated on every row).
             values = pa.chunked_array(self.parts, type=pa.string()).to_pandas().to_numpy()
         elif self.kind == "timestamp":
             joined = np.concatenate(self.parts) if self.parts else np.empty(0, "datetime64[ns]")
