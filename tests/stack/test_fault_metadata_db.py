@@ -110,11 +110,11 @@ def test_metadata_db_restart_under_a_running_ingest(tmp_path, postgres, demo_spe
         assert [(e["extra"]["batch"], e["extra"]["md5"]) for e in events] == [(f"orders_{DAY:%Y-%m-%d}.csv", dvc_md5)]
         assert (settings.offline_dir / demo_spec.dataset.name / f"orders_{DAY:%Y-%m-%d}.parquet").exists()
 
-        # A rerun of the same batch finds it versioned: it skips and announces nothing new.
+        # A rerun for the same day finds the batch versioned, so nothing pending: no new version or event.
         again = stack.trigger(dag_id, conf={"batch_date": DAY.isoformat()})
         assert stack.wait_for_run(dag_id, again, timeout=180)["state"] == "success"
         states = {t["task_id"]: t["state"] for t in stack.task_instances(dag_id, again)}
-        assert states["validate_and_publish"] == "skipped", states
+        assert (states["validate_and_publish"], states["announce_validated"]) == ("skipped", "skipped"), states
         assert len(commits_of(settings.dvc_workspace, f"{relpath}.dvc")) == 1
         assert len(stack.api("GET", "/assets/events", params={"source_dag_id": dag_id})["asset_events"]) == 1
         timings["total"] = time.monotonic() - started
