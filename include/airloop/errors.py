@@ -11,6 +11,7 @@ __all__ = [
     "InvalidLabel",
     "ModelNotServable",
     "NotReady",
+    "OnlineStoreError",
     "PredictionStoreError",
     "PromotionError",
     "RegistryError",
@@ -28,6 +29,11 @@ class RegistryError(RuntimeError):
 
 class PromotionError(RuntimeError):
     """A promotion or rollback could not be carried out (e.g. rollback with no target)."""
+
+
+class OnlineStoreError(RuntimeError):
+    """The online feature store failed during a materialization: the run stops, and the chunk
+    it was writing is not recorded as materialized (rerun it once the store answers)."""
 
 
 class ServeError(RuntimeError):

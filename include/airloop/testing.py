@@ -5,6 +5,8 @@
 - ``AirflowStack``: a real api-server, scheduler, dag-processor and triggerer (and optionally a
   Celery worker) as subprocesses, driven over the REST API v2 with a JWT, for cross-DAG flows
   (Asset schedules, TriggerDagRunOperator) that ``dag.test()`` cannot run.
+- ``RedisServer``, ``PostgresServer``: private servers on free ports in a directory of their
+  own, for fault tests that stop and restart them (never the machine's shared ones).
 """
 
 from __future__ import annotations
@@ -187,16 +189,33 @@ class AirflowStack:
         airflow = str(Path(sys.executable).parent / "airflow")
         subprocess.run([airflow, "db", "migrate"], env=self.env, check=True, capture_output=True)
         for name in self.components:
-            # Each component in a session of its own: a Ctrl-C meant for the caller does not reach
-            # it, so stop() is what ends it. Spawned and recorded with signals held, so that
-            # nothing is started that stop() would not know about.
-            with deferred_signals(), open(self.home / f"{name.replace(' ', '-')}.log", "ab") as log:
-                self.procs[name] = subprocess.Popen(
-                    [airflow, *name.split()], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            self._spawn(name)
         self.wait_healthy(timeout)
         return self
+
+    def _spawn(self, name: str) -> None:
+        # Each component in a session of its own: a Ctrl-C meant for the caller does not reach
+        # it, so stop() is what ends it. Spawned and recorded with signals held, so that
+        # nothing is started that stop() would not know about.
+        airflow = str(Path(sys.executable).parent / "airflow")
+        with deferred_signals(), open(self.home / f"{name.replace(' ', '-')}.log", "ab") as log:
+            self.procs[name] = subprocess.Popen(
+                [airflow, *name.split()], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def exited(self) -> dict[str, int]:
+        """The components that have exited, with their exit codes."""
+        return {name: proc.returncode for name, proc in self.procs.items() if proc.poll() is not None}
+
+    def restart_exited(self) -> dict[str, int]:
+        """Start every exited component again, as a supervisor does (compose's
+        ``restart: always``, Kubernetes restarting a pod's container). Returns the exit codes of
+        the components it restarted (their logs go on in the same files)."""
+        exited = self.exited()
+        for name in exited:
+            self._spawn(name)
+        return exited
 
     def stop(self, timeout: float = 30) -> None:
         """Stop every component: SIGTERM, wait, then SIGKILL whatever is left, grandchildren too.
@@ -432,3 +451,139 @@ class BentoServer:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port, without persistence (``--save ""``, no AOF).
+
+    ``stop()`` and ``start()`` again restart the same instance on the same port: it comes back
+    empty, as a cache without persistence does.
+    """
+
+    def __init__(self, directory: Path, *, port: int | None = None):
+        self.directory = Path(directory)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def connection_string(self) -> str:
+        """Feast's form (``AIRLOOP_FEAST_REDIS``)."""
+        return f"127.0.0.1:{self.port}"
+
+    def client(self, **kwargs):
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
+
+    def start(self, timeout: float = 20) -> "RedisServer":
+        import redis
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.directory), "--daemonize", "no"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        with self.client(socket_timeout=1, retry=None) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited ({self.proc.returncode}): {self.logs()[-2000:]}")
+                try:
+                    client.ping()
+                    return self
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        """Stop it with ``sig`` (SIGKILL: a crash) and wait until the process is gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def logs(self) -> str:
+        path = self.directory / "redis.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __enter__(self) -> "RedisServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster (Debian's binaries) on a free port, in a fresh directory.
+
+    Trust authentication for ``postgres`` on 127.0.0.1. initdb refuses to run as root: as root
+    the cluster belongs to the ``postgres`` user (the directory is made in the system's temp
+    directory and handed to that user, as a root-owned test directory is not reachable for it).
+    ``stop()`` / ``start()`` restart the same cluster on the same port.
+    """
+
+    BIN = Path("/usr/lib/postgresql")
+
+    def __init__(self, *, port: int | None = None, bin_dir: Path | None = None):
+        import tempfile
+
+        self.port = port or free_port()
+        self.bin_dir = bin_dir or max(self.BIN.glob("*/bin"), key=lambda p: int(p.parent.name))
+        self.directory = Path(tempfile.mkdtemp(prefix="airloop-pg-"))
+        self.data = self.directory / "data"
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            import shutil
+
+            shutil.chown(self.directory, "postgres", "postgres")
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+
+    def url(self, database: str = "postgres", driver: str = "postgresql") -> str:
+        return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *args: str, timeout: float = 120) -> None:
+        subprocess.run([*self._as_user, *args], check=True, capture_output=True, timeout=timeout)
+
+    def start(self, timeout: float = 60) -> "PostgresServer":
+        if not self.data.exists():
+            self._run(str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                      "-E", "UTF8", "--no-sync")
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.directory / "postgres.log"),
+                  "-o", options, "-w", "-t", str(int(timeout)), "start", timeout=timeout + 10)
+        return self
+
+    def stop(self, mode: str = "fast", timeout: float = 60) -> None:
+        """``pg_ctl stop -m fast`` (every session is ended) or ``immediate`` (a crash)."""
+        if (self.data / "postmaster.pid").exists():
+            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", str(int(timeout)),
+                      "stop", timeout=timeout + 10)
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def logs(self) -> str:
+        path = self.directory / "postgres.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def cleanup(self) -> None:
+        import shutil
+
+        self.stop(mode="immediate")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> "PostgresServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airloop.daily_windows import Derived
+from airloop.errors import OnlineStoreError
 from airloop.features.online import feature_service
 from airloop.features.store import get_store, registry_writes
 from airloop.fileio import as_utc
@@ -117,18 +118,49 @@ def materialize(
         )
         for a, b in _plan_chunks(fv, list(_grid_intervals(lower, end, chunk)), max_rows_per_chunk, dataset):
             chunk_started = time.perf_counter()
-            if bulk:
-                latest = latest_rows(fv, dataset, a, b)
-                rows = online_store.write_table(store.config, fv, latest, write_batch_size) if latest is not None else 0
+            latest = latest_rows(fv, dataset, a, b) if bulk else None
+            rows = None if bulk else _count_entities(fv, dataset, a, b)
+            try:
+                if bulk:
+                    rows = online_store.write_table(store.config, fv, latest, write_batch_size) if latest is not None else 0
+                elif rows != 0:
+                    # Feast's bounds are inclusive on both ends: skip the row at `a`, already written.
+                    store.materialize(a + tick, b, feature_views=[fv.name])
+            except _store_errors() as exc:
+                # Only what was written before is recorded (per chunk); this chunk and the rest are not.
+                raise OnlineStoreError(
+                    f"the online store ({_describe(store.config.online_store)}) failed while materializing "
+                    f"{fv.name} ({a}, {b}]: {exc}. That chunk and the rest of the run are not recorded as "
+                    "materialized: run the step again once the store answers"
+                ) from exc
+            if bulk or rows == 0:
                 store.registry.apply_materialization(fv, store.project, a + tick, b)
-            elif (rows := _count_entities(fv, dataset, a, b)) == 0:
-                store.registry.apply_materialization(fv, store.project, a + tick, b)
-            else:
-                # Feast's bounds are inclusive on both ends: skip the row at `a`, already written.
-                store.materialize(a + tick, b, feature_views=[fv.name])
             chunks.append(MaterializedChunk(fv.name, a, b, rows, time.perf_counter() - chunk_started))
             log.info("materialized %s (%s, %s]: %s entities", fv.name, a, b, rows)
     return MaterializeResult(end=end, chunks=chunks, seconds=time.perf_counter() - started)
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What an online store's client raises when the store fails (not a bug in the caller)."""
+    import sqlite3
+
+    errors: list[type[BaseException]] = [OSError, sqlite3.Error]
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:
+        pass
+    else:
+        errors.append(RedisError)
+    return tuple(errors)
+
+
+def _describe(online_config) -> str:
+    """The online store's kind and address, without credentials."""
+    if connection := getattr(online_config, "connection_string", None):
+        return f"Redis at {connection.split(',')[0]}"
+    if path := getattr(online_config, "path", None):
+        return f"SQLite at {path}"
+    return str(getattr(online_config, "type", type(online_config).__name__))
 
 
 def stored_views(spec: "ModelSpec", store: "FeatureStore") -> list[str]:
