@@ -27,7 +27,7 @@ MODEL = "late_delivery"
 def run_case(preload: bool, batches: int, orders: int) -> dict:
     """One Airflow, one ingest run of ``batches`` landed days; seconds and task figures."""
     from airloop.settings import ensure_dirs, get_settings
-    from airloop.spec import get_spec, import_model_module
+    from airloop.spec import example_data, get_spec
     from airloop.testing import AirflowStack
 
     with tempfile.TemporaryDirectory(prefix="airloop-bench-ingest-") as tmp:
@@ -35,7 +35,7 @@ def run_case(preload: bool, batches: int, orders: int) -> dict:
         ensure_dirs()
         settings = get_settings()
         spec = get_spec(MODEL, settings.models_dir)
-        data = import_model_module(spec, f"{MODEL}.datagen")
+        data = example_data(spec)
         first = dt.date(2026, 1, 1)
         for i in range(batches):
             data.write_day(settings.landing_dir, first + dt.timedelta(days=i), size=orders)

@@ -23,11 +23,12 @@ import time
 import pytest
 import requests
 
-from airloop import datagen
+from airloop.spec import example_data
 from airloop.testing import AirflowStack, PostgresServer
 
 pytestmark = pytest.mark.slow
 
+datagen = example_data("late_delivery")
 DOWN_SECONDS = 6
 DAY = dt.date(2026, 10, 1)
 EXITING = {"scheduler", "dag-processor", "triggerer"}
