@@ -60,9 +60,9 @@ lock: $(VENV)/.installed
 demo: install
 	$(BIN)/python -m airloop.demo
 
-# One pytest worker per core; a module's tests stay on one worker (tests/conftest.py groups them).
+# One pytest worker per core; a module's tests stay on one worker (see tests/conftest.py).
 TEST_WORKERS ?= auto
-PARALLEL := --numprocesses $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PARALLEL := --numprocesses $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test: install
 	$(BIN)/python -m pytest -q $(PARALLEL) $(PYTEST_ARGS)

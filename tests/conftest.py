@@ -110,32 +110,44 @@ def redis_db():
     raise RuntimeError(f"every Redis database of {REDIS_DB_POOL} is held by another test")
 
 
-# Tests that read the one run of both example loops (tests/e2e/conftest.py) share a worker.
+# The modules whose tests read the one run of both example loops (tests/e2e/conftest.py).
 BOTH_LOOPS_GROUP = "both-loops"
+BOTH_LOOPS_MODULES = frozenset(
+    f"tests/e2e/{name}.py" for name in ("test_closed_loop", "test_second_model_loop", "test_models_side_by_side")
+)
 
 
-def _group(item) -> str:
-    if "both_loops" in getattr(item, "fixturenames", ()):
-        return BOTH_LOOPS_GROUP
-    return item.nodeid.split("::", 1)[0]
+def _group(nodeid: str) -> str:
+    """The work unit a test belongs to under ``pytest -n``: its module, or the both-loops run."""
+    module = nodeid.split("::", 1)[0]
+    return BOTH_LOOPS_GROUP if module in BOTH_LOOPS_MODULES else module
 
 
-def pytest_itemcollected(item):
-    """Keep each module's tests on one worker: under ``pytest -n`` (pytest-xdist, ``--dist
-    loadgroup``) a group runs whole on one worker, so module- and session-scoped fixtures are
-    built once. Marked here, as each test is collected, because pytest-xdist reads the groups
-    before the ``pytest_collection_modifyitems`` hooks of conftest files run."""
-    item.add_marker(pytest.mark.xdist_group(_group(item)))
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``pytest -n --dist loadscope`` (make test), hand out whole modules, with the three
+    both-loops modules as one unit: module- and session-scoped fixtures are built once."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    return ByModule(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Start the longest work first: groups are handed to workers in collection order, so the
-    both-loops run (~10 min) goes first, then modules with slow tests, and the short ones fill
-    the gaps at the end instead of waiting behind a long one."""
-    slow_groups = {_group(item) for item in items if item.get_closest_marker("slow")}
+    """Start the longest work first: units are handed to workers in collection order (with
+    ``--no-loadscope-reorder``), so the both-loops run (~10 min) goes first, then modules with
+    slow tests, and the short ones fill the gaps at the end instead of waiting behind a long one."""
+    for item in items:
+        if "both_loops" in getattr(item, "fixturenames", ()) and _group(item.nodeid) != BOTH_LOOPS_GROUP:
+            raise pytest.UsageError(f"{item.nodeid} reads the both-loops run: add its module to BOTH_LOOPS_MODULES")
+    slow_groups = {_group(item.nodeid) for item in items if item.get_closest_marker("slow")}
 
     def rank(item) -> int:
-        name = _group(item)
-        return 0 if name == BOTH_LOOPS_GROUP else 1 if name in slow_groups else 2
+        group = _group(item.nodeid)
+        return 0 if group == BOTH_LOOPS_GROUP else 1 if group in slow_groups else 2
 
     items.sort(key=rank)  # stable: collection order within each rank

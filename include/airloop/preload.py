@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 
@@ -72,8 +73,9 @@ def preload_for(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
         return None
     started = time.perf_counter()
     seconds = preload()
-    log.info("airloop preload: %d libraries in %.1f s, before any task is forked",
-             len(seconds), time.perf_counter() - started)
+    # Printed, not logged: Airflow configures logging only after its local settings are imported.
+    print(f"airloop preload: {len(seconds)} libraries in {time.perf_counter() - started:.1f} s, "
+          "before any task is forked", file=sys.stderr, flush=True)
     return seconds
 
 
