@@ -88,3 +88,17 @@ clean:
 .PHONY: stack
 stack: install
 	$(BIN)/python tests/stack/native.py
+
+# `docker-compose up` of the real compose file on podman, with images built here from Debian
+# packages and the lock (tests/stack/compose_run.py; docker/local-base/build.sh). Not part of
+# `make test`: a cold run builds images for many minutes. COMPOSE_TEST_ARGS=--cold empties the
+# caches first; --keep leaves the stack up (take it down with COMPOSE_TEST_ARGS=--down).
+COMPOSE_TEST_PACKAGES := podman runc debootstrap docker-compose
+.PHONY: compose-test
+compose-test: install
+	@missing="$$(for pkg in $(COMPOSE_TEST_PACKAGES); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$pkg 2>/dev/null)" = installed ] || echo $$pkg; done)"; \
+	[ -z "$$missing" ] || { \
+	  echo "installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; }
+	$(BIN)/python tests/stack/compose_run.py $(COMPOSE_TEST_ARGS)
