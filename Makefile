@@ -28,6 +28,7 @@ help:
 	@echo "make demo   - install, then run Airloop's main job on the embedded default"
 	@echo "make test   - install, then run the whole test suite"
 	@echo "make up     - Airflow UI + MLflow UI locally (no Docker)"
+	@echo "make compose-test - docker-compose up of the real compose file on podman (slow; not in make test)"
 	@echo "make bench  - print the benchmark figures"
 	@echo "make clean  - remove $(AIRLOOP_HOME) (all local state)"
 

@@ -25,6 +25,7 @@ cache="${AIRLOOP_LOCAL_BASE_CACHE:-/var/tmp/airloop-local-base}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 nice_=(nice -n "${AIRLOOP_NICE:-15}")
 label=org.airloop.inputs
+mkdir -p "$cache"
 airflow_version="$(sed -n 's/^apache-airflow==//p' "$repo/requirements.lock")"
 [[ -n "$airflow_version" ]] || { echo "no apache-airflow pin in requirements.lock" >&2; exit 1; }
 
@@ -51,7 +52,6 @@ current_label() {
 # in the host's bundle, so RUN steps see the host bundle and a pip.conf naming it.
 build_mounts() {
   local bundle=/etc/ssl/certs/ca-certificates.crt
-  mkdir -p "$cache"
   printf '[global]\ncert = %s\n' "$bundle" >"$cache/pip.conf"
   echo "--volume=$bundle:$bundle:ro"
   echo "--volume=$cache/pip.conf:/etc/pip.conf:ro"
@@ -98,7 +98,6 @@ build() {
   local t0=$SECONDS mounts
   mapfile -t mounts < <(build_mounts)
   local buildlog="$cache/build-$(basename "$dir").log"
-  mkdir -p "$cache"
   "${nice_[@]}" "${PODMAN[@]}" build --network host "${mounts[@]}" \
       --label "$label=$hash" --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" "$@" \
       --file "$dir/Containerfile" --tag "$image" "$repo" >"$buildlog" 2>&1 \

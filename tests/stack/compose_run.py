@@ -3,6 +3,7 @@
     make compose-test                          # = .venv/bin/python tests/stack/compose_run.py
     .venv/bin/python tests/stack/compose_run.py --cold      # empty caches first (a fresh machine)
     .venv/bin/python tests/stack/compose_run.py --keep      # leave the stack up; --down later
+    .venv/bin/python tests/stack/compose_run.py --workers 2 # --scale airflow-worker=2
 
 What it does, each step timed (printed, and written to compose-timings.json in the state dir):
 
@@ -22,7 +23,8 @@ What it does, each step timed (printed, and written to compose-timings.json in t
     /auth/token, the DAGs parsed (and the Asset-scheduled ones unpaused by airflow-init), the
     MLflow UI, the prediction services' /livez;
  7. a DAG run over REST: demo order batches landed by the worker, ``<model>__ingest`` unpaused
-    and triggered with the JWT; every task must succeed on the Celery worker (its hostname);
+    and triggered with the JWT; every task must succeed on the Celery worker (its hostname), every
+    batch be validated (Asset events), and the features DAG the Asset schedules succeed;
  8. ``docker-compose down -v``, then nothing of the project left: containers, volumes, network;
     the engine stops. Container logs are kept in the state dir (compose-logs/).
 
@@ -275,7 +277,7 @@ def free_port(preferred: int, taken: set[int]) -> int:
     raise RuntimeError(f"no free port in {preferred}..{preferred + 199}")
 
 
-def write_env(path: Path, images: dict[str, str]) -> dict[str, str]:
+def write_env(path: Path, images: dict[str, str], workers: int) -> dict[str, str]:
     path.unlink(missing_ok=True)
     subprocess.run([sys.executable, str(REPO / "docker" / "new_env.py"), "--output", str(path)], check=True,
                    capture_output=True)
@@ -291,6 +293,9 @@ def write_env(path: Path, images: dict[str, str]) -> dict[str, str]:
         # Only the Asset-scheduled DAGs: unpausing a time-scheduled one starts its due run at once.
         "AIRLOOP_UNPAUSE_DAGS": f"^{MODEL}__(features|package)$",
     }
+    if workers > 1:
+        # One task at a time per worker, so that the ingest's mapped tasks spread over all of them.
+        extra["AIRLOOP_WORKER_CONCURRENCY"] = "1"
     with path.open("a") as f:
         f.write("\n# compose_run.py: local base images, free host ports\n")
         f.writelines(f"{k}={v}\n" for k, v in extra.items())
@@ -344,14 +349,15 @@ def wait_until(what: str, predicate, timeout: float, every: float = 3.0):
     raise TimeoutError(f"{what}: not after {timeout:.0f} s (last: {last!r})")
 
 
-def statuses() -> dict[str, tuple[str, str | None, int | None]]:
-    """service -> (state, health, exit code) of every project container."""
-    out = {}
+def statuses() -> dict[str, list[tuple[str, str | None, int | None]]]:
+    """service -> [(state, health, exit code)] of its containers (scaled services have several)."""
+    out: dict[str, list] = {}
     for c in project_containers(all_=True):
         info = inspect(c["Id"])
         if info:
             state = info["State"]
-            out[service_of(info)] = (state.get("Status"), health_status(info), state.get("ExitCode"))
+            out.setdefault(service_of(info), []).append(
+                (state.get("Status"), health_status(info), state.get("ExitCode")))
     return out
 
 
@@ -374,19 +380,20 @@ class Checks:
         return ok
 
 
-def check_stack(env: dict[str, str], check: Checks, timer: Timer) -> AirflowAPI:
-    services = set(compose_services())
-    long_running = services - ONE_SHOT
+def check_stack(env: dict[str, str], check: Checks, timer: Timer, workers: int) -> AirflowAPI:
+    long_running = set(compose_services()) - ONE_SHOT
+    expected = {s: workers if s == "airflow-worker" else 1 for s in long_running}
 
     def all_healthy():
         st = statuses()
-        bad = {s: v for s, v in st.items() if s in ONE_SHOT and v[0] == "exited" and v[2] != 0}
+        bad = {s: v for s, v in st.items() if s in ONE_SHOT and any(c[0] == "exited" and c[2] != 0 for c in v)}
         if bad:
             raise RuntimeError(f"one-shot service failed: {bad}")
-        unhealthy = {s: v for s, v in st.items() if v[1] == "unhealthy"}
+        unhealthy = {s: v for s, v in st.items() if any(c[1] == "unhealthy" for c in v)}
         if unhealthy:
             raise RuntimeError(f"unhealthy: {unhealthy}")
-        return all(st.get(s, ("", None, None))[1] == "healthy" for s in long_running) and st
+        ready = all(len(st.get(s, [])) == n and all(c[1] == "healthy" for c in st[s]) for s, n in expected.items())
+        return ready and st
 
     try:
         st = wait_until("every service healthy", all_healthy, timeout=900, every=5)
@@ -394,10 +401,12 @@ def check_stack(env: dict[str, str], check: Checks, timer: Timer) -> AirflowAPI:
     except (TimeoutError, RuntimeError) as exc:
         st = statuses()
         check("every long-running service healthy", False, f"{exc}; {st}")
-    for s in sorted(long_running):
-        check(f"{s} healthy", st.get(s, (None, None, None))[1] == "healthy", str(st.get(s)))
-    init = st.get("airflow-init", (None, None, None))
-    check("airflow-init exited 0", init[0] == "exited" and init[2] == 0, str(init))
+    for s, n in sorted(expected.items()):
+        got = st.get(s, [])
+        label = f"{s} healthy" + (f" ({n} containers)" if n > 1 else "")
+        check(label, len(got) == n and all(c[1] == "healthy" for c in got), str(got))
+    init = st.get("airflow-init", [])
+    check("airflow-init exited 0", len(init) == 1 and init[0][0] == "exited" and init[0][2] == 0, str(init))
 
     api_url = f"http://127.0.0.1:{env['AIRFLOW_PORT']}"
     r = requests.get(f"{api_url}/api/v2/monitor/health", timeout=10)
@@ -441,12 +450,14 @@ def airflow_locked() -> str:
     raise RuntimeError("no apache-airflow pin in requirements.lock")
 
 
-def run_ingest(compose: Compose, api: AirflowAPI, check: Checks, timer: Timer) -> None:
+def run_ingest(compose: Compose, api: AirflowAPI, check: Checks, timer: Timer, workers: int) -> None:
     """Land demo batches (on the worker's data volume), then trigger ingest over REST."""
     today = dt.datetime.now(dt.UTC).date()
     start = today - dt.timedelta(days=DAYS)
-    compose("exec", "-T", "airflow-worker", "python", "-m", "airloop.datagen",
-            "--start", start.isoformat(), "--days", str(DAYS))
+    # `docker-compose exec` would do the same, but an exec session through podman's Docker API
+    # leaves its conmon process behind for 5 minutes (exit delay 300 s); podman's own exec does not.
+    worker = compose("ps", "-q", "airflow-worker").stdout.split()[0]
+    podman("exec", worker, "python", "-m", "airloop.datagen", "--start", start.isoformat(), "--days", str(DAYS))
     dag_id = f"{MODEL}__ingest"
     api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
     run_id = api.trigger(dag_id)
@@ -458,6 +469,11 @@ def run_ingest(compose: Compose, api: AirflowAPI, check: Checks, timer: Timer) -
 
     runs = wait_until(f"{dag_id} runs finished", finished, timeout=900, every=5)
     timer.mark(f"{dag_id} over REST")
+    # Unpausing also starts the daily run that is due: whichever run comes first takes the batches.
+    landed = {f"orders_{(start + dt.timedelta(days=i)).isoformat()}.csv" for i in range(DAYS)}
+    validated = api.events(dag_id)
+    check(f"{dag_id} validated every landed batch (Asset events)",
+          {e["extra"]["batch"] for e in validated} == landed, str([e["extra"].get("batch") for e in validated]))
     check(f"{dag_id} run triggered over REST", run_id in {r["dag_run_id"] for r in runs})
     worker_hosts = {inspect(c["Id"])["Config"].get("Hostname") for c in project_containers()
                     if c.get("Labels", {}).get("com.docker.compose.service") == "airflow-worker"}
@@ -470,6 +486,24 @@ def run_ingest(compose: Compose, api: AirflowAPI, check: Checks, timer: Timer) -
         check(f"{dag_id} run {r['dag_run_id']}: tasks ran on the Celery worker",
               bool(ran) and hosts <= worker_hosts, f"task hosts {hosts}, workers {worker_hosts}")
 
+    if workers > 1:
+        used = {t["hostname"] for r in runs for t in api.task_instances(dag_id, r["dag_run_id"]) if t["hostname"]}
+        check(f"{dag_id}: tasks landed on every one of the {workers} workers", used == worker_hosts,
+              f"task hosts {used}, workers {worker_hosts}")
+
+    # The validated-data Asset schedules the features DAG (unpaused by airflow-init).
+    features = f"{MODEL}__features"
+    after = max(e["timestamp"] for e in validated) if validated else ""
+
+    def features_done():
+        runs = [r for r in api.runs(features) if (r.get("queued_at") or "") >= after[:19]]
+        return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else None
+
+    runs = wait_until(f"{features} run after the Asset event", features_done, timeout=900, every=5)
+    timer.mark(f"{features} scheduled by the Asset")
+    check(f"{features} ran on the Asset event and succeeded", all(r["state"] == "success" for r in runs),
+          str([(r["dag_run_id"], r["state"]) for r in runs]))
+
 
 def leftovers() -> list[str]:
     left = [f"container {c['Names']}" for c in project_containers(all_=True)]
@@ -479,6 +513,21 @@ def leftovers() -> list[str]:
     nets = json.loads(podman("network", "ls", "--format", "json").stdout or "[]")
     left += [f"network {n['name']}" for n in nets if n.get("name", "").startswith(PROJECT)]
     return left
+
+
+def processes_using_store() -> list[str]:
+    """Processes whose command line names this run's podman store (conmon, the service...)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(STATE / "storage") in cmdline:
+            found.append(f"{proc.name}: {cmdline[:80]}")
+    return found
 
 
 def cold_reset() -> None:
@@ -495,15 +544,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
     parser.add_argument("--down", action="store_true", help="only take a kept stack down")
     parser.add_argument("--no-dag", action="store_true", help="skip the REST-triggered DAG run")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="--scale airflow-worker=N (N > 1: one task at a time each; the ingest must use all)")
     args = parser.parse_args(argv)
     for tool in ("podman", "docker-compose", "debootstrap"):
         if not shutil.which(tool):
             log(f"{tool} is missing: apt-get install podman docker-compose debootstrap runc")
             return 2
 
-    timer, check = Timer(), Checks()
     if args.cold:
-        cold_reset()
+        cold_reset()  # not timed: a fresh machine has nothing to remove
+    timer, check = Timer(), Checks()
     STATE.mkdir(parents=True, exist_ok=True)
     engine = Engine()
     env_file = STATE / "compose.env"
@@ -520,14 +571,15 @@ def main(argv: list[str] | None = None) -> int:
         timer.mark("base images (docker/local-base/build.sh)")
         build_project_image(images["AIRFLOW_BASE_IMAGE"])
         timer.mark(f"project image {IMAGE}")
-        env = write_env(env_file, images)
+        env = write_env(env_file, images, args.workers)
         health.start()
-        up = compose("up", "-d", "--no-build", check=False, timeout=1800)
+        scale = ["--scale", f"airflow-worker={args.workers}"] if args.workers > 1 else []
+        up = compose("up", "-d", "--no-build", *scale, check=False, timeout=1800)
         timer.mark("docker-compose up -d returned")
         check("docker-compose up -d", up.returncode == 0, (up.stdout + up.stderr)[-2000:])
-        api = check_stack(env, check, timer)
+        api = check_stack(env, check, timer, args.workers)
         if not args.no_dag:
-            run_ingest(compose, api, check, timer)
+            run_ingest(compose, api, check, timer, args.workers)
         ok = not check.failed
     except Exception as exc:  # noqa: BLE001 - reported, then the stack is taken down
         check("run", False, f"{type(exc).__name__}: {exc}")
@@ -546,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
             health.stop()
             if not args.keep:
                 engine.stop()
+                stray = processes_using_store()
+                check("no engine process left (service, conmon)", not stray, "; ".join(stray))
+                ok = ok and not stray
         report = {**timer.report(), "passed": check.passed, "failed": check.failed,
                   "healthcheck_runs": health.runs, "cold": args.cold}
         (STATE / "compose-timings.json").write_text(json.dumps(report, indent=2))
