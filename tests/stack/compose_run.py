@@ -250,6 +250,8 @@ class Healthchecks(threading.Thread):
                 started, interval, start_period = configs[cid]
                 if not interval or cid in self._busy:
                     continue
+                if self.stop_event.is_set():
+                    return
                 if now >= self._due.get(cid, started + min(self.START_INTERVAL, interval)):
                     in_start = now - started < start_period
                     self._due[cid] = now + (min(self.START_INTERVAL, interval) if in_start else interval)
@@ -258,6 +260,8 @@ class Healthchecks(threading.Thread):
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=60)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
