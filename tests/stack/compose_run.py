@@ -63,7 +63,8 @@ PROJECT = os.environ.get("AIRLOOP_COMPOSE_PROJECT", "airloop-compose-test")
 IMAGE = "localhost/airloop:compose-test"
 NICE = ["nice", "-n", os.environ.get("AIRLOOP_NICE", "15")]
 MODEL = "late_delivery"
-DAYS = 3
+DAYS = 3  # batches landed for the ingest check
+LOOP_DAYS = 11  # --loop: 7 warm-up days (the spec), at least 1 training day, the 3-day holdout
 # The one-shot service; every other service must turn healthy.
 ONE_SHOT = {"airflow-init"}
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -366,6 +367,7 @@ def statuses() -> dict[str, list[tuple[str, str | None, int | None]]]:
 
 
 def save_logs(dest: Path) -> None:
+    shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True, exist_ok=True)
     for c in project_containers(all_=True):
         name = c["Names"][0] if isinstance(c.get("Names"), list) else c.get("Names")
@@ -454,14 +456,18 @@ def airflow_locked() -> str:
     raise RuntimeError("no apache-airflow pin in requirements.lock")
 
 
-def run_ingest(compose: Compose, api: AirflowAPI, check: Checks, timer: Timer, workers: int) -> None:
-    """Land demo batches (on the worker's data volume), then trigger ingest over REST."""
+def run_ingest(compose: Compose, api: AirflowAPI, check: Checks, timer: Timer, workers: int,
+               days: int = DAYS) -> list[dict]:
+    """Land demo batches (on the worker's data volume), then trigger ingest over REST.
+
+    Returns the validated-data Asset events.
+    """
     today = dt.datetime.now(dt.UTC).date()
-    start = today - dt.timedelta(days=DAYS)
+    start = today - dt.timedelta(days=days)
     # `docker-compose exec` would do the same, but an exec session through podman's Docker API
     # leaves its conmon process behind for 5 minutes (exit delay 300 s); podman's own exec does not.
     worker = compose("ps", "-q", "airflow-worker").stdout.split()[0]
-    podman("exec", worker, "python", "-m", "airloop.datagen", "--start", start.isoformat(), "--days", str(DAYS))
+    podman("exec", worker, "python", "-m", "airloop.datagen", "--start", start.isoformat(), "--days", str(days))
     dag_id = f"{MODEL}__ingest"
     api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
     run_id = api.trigger(dag_id)
@@ -474,7 +480,7 @@ def run_ingest(compose: Compose, api: AirflowAPI, check: Checks, timer: Timer, w
     runs = wait_until(f"{dag_id} runs finished", finished, timeout=900, every=5)
     timer.mark(f"{dag_id} over REST")
     # Unpausing also starts the daily run that is due: whichever run comes first takes the batches.
-    landed = {f"orders_{(start + dt.timedelta(days=i)).isoformat()}.csv" for i in range(DAYS)}
+    landed = {f"orders_{(start + dt.timedelta(days=i)).isoformat()}.csv" for i in range(days)}
     validated = api.events(dag_id)
     check(f"{dag_id} validated every landed batch (Asset events)",
           {e["extra"]["batch"] for e in validated} == landed, str([e["extra"].get("batch") for e in validated]))
@@ -507,6 +513,79 @@ def run_ingest(compose: Compose, api: AirflowAPI, check: Checks, timer: Timer, w
     timer.mark(f"{features} scheduled by the Asset")
     check(f"{features} ran on the Asset event and succeeded", all(r["state"] == "success" for r in runs),
           str([(r["dag_run_id"], r["state"]) for r in runs]))
+    return validated
+
+
+def save_failed_task_logs(api: AirflowAPI, dag_id: str, runs: list[dict]) -> None:
+    """The logs of a DAG's failed tasks, through the REST API (they live on a volume down -v drops)."""
+    dest = STATE / "task-logs"
+    dest.mkdir(parents=True, exist_ok=True)
+    for r in runs:
+        for t in api.task_instances(dag_id, r["dag_run_id"]):
+            if t["state"] in ("failed", "upstream_failed", "up_for_retry"):
+                for attempt in range(1, (t.get("try_number") or 1) + 1):
+                    try:
+                        body = api("GET", f"/dags/{dag_id}/dagRuns/{r['dag_run_id']}/taskInstances/"
+                                          f"{t['task_id']}/logs/{attempt}", params={"full_content": "true"})
+                    except requests.HTTPError as exc:
+                        body = {"content": [f"log not available: {exc}"]}
+                    content = body.get("content") if isinstance(body, dict) else body
+                    lines = [json.dumps(c) if not isinstance(c, str) else c for c in (content or [])]
+                    path = dest / f"{dag_id}.{t['task_id']}.{attempt}.log"
+                    path.write_text("\n".join(lines))
+                    log(f"task log: {path}")
+
+
+def run_loop(compose: Compose, api: AirflowAPI, env: dict[str, str], check: Checks, timer: Timer,
+             validated: list[dict]) -> None:
+    """After ingest and features: train over REST, the champion Asset schedules packaging, and
+    the Bento container answers /predict with the promoted version."""
+    train, package = f"{MODEL}__train", f"{MODEL}__package"
+    api("PATCH", f"/dags/{train}", json={"is_paused": False})
+    run_id = api.trigger(train, conf={"reason": "compose-test"})
+    log(f"triggered {train} run {run_id}")
+
+    def finished(dag_id):
+        runs = api.runs(dag_id)
+        return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else None
+
+    runs = wait_until(f"{train} runs finished", lambda: finished(train), timeout=1200, every=5)
+    timer.mark(f"{train} over REST")
+    if not check(f"{train} runs succeeded", all(r["state"] == "success" for r in runs),
+                 str([(r["dag_run_id"], r["state"]) for r in runs])):
+        save_failed_task_logs(api, train, runs)
+    champions = api.events(train)
+    if not check(f"{train} promoted a champion (Asset event)", len(champions) == 1, str(champions)):
+        return
+    champion = str(champions[0]["extra"]["version"])
+
+    def package_done():
+        runs = [r for r in api.runs(package) if (r.get("queued_at") or "") >= champions[0]["timestamp"][:19]]
+        return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else None
+
+    runs = wait_until(f"{package} run after the champion", package_done, timeout=1200, every=5)
+    timer.mark(f"{package} scheduled by the Asset")
+    if not check(f"{package} succeeded (Bento built, served version confirmed)",
+                 all(r["state"] == "success" for r in runs), str([(r["dag_run_id"], r["state"]) for r in runs])):
+        save_failed_task_logs(api, package, runs)
+
+    mlflow = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
+    alias = requests.get(f"{mlflow}/api/2.0/mlflow/registered-models/alias",
+                         params={"name": MODEL, "alias": "champion"}, timeout=10).json()
+    check("MLflow's @champion is the promoted version", alias.get("model_version", {}).get("version") == champion,
+          str(alias)[:300])
+    # A restaurant the features know: the first row of the last validated batch.
+    last = max(validated, key=lambda e: e["extra"]["day"])["extra"]["offline_path"]
+    worker = compose("ps", "-q", "airflow-worker").stdout.split()[0]
+    restaurant = int(podman("exec", worker, "python", "-c",
+                            f"import pandas as pd; print(pd.read_parquet({last!r})['restaurant_id'].iloc[0])").stdout)
+    answer = requests.post(f"http://127.0.0.1:{env['BENTO_PORT']}/predict", timeout=60, json={
+        "restaurant_id": restaurant, "distance_km": 3.2, "items": 2, "order_hour": 19})
+    body = answer.json() if answer.ok else {}
+    check("the Bento container answers /predict with the promoted version",
+          answer.status_code == 200 and str(body.get("model_version")) == champion and not body.get("features_missing"),
+          f"{answer.status_code} {answer.text[:300]}")
+    timer.mark("prediction answered")
 
 
 def leftovers() -> list[str]:
@@ -548,6 +627,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
     parser.add_argument("--down", action="store_true", help="only take a kept stack down")
     parser.add_argument("--no-dag", action="store_true", help="skip the REST-triggered DAG run")
+    parser.add_argument("--loop", action="store_true",
+                        help=f"{LOOP_DAYS} batches, then train, package and a /predict on the promoted version")
     parser.add_argument("--workers", type=int, default=1,
                         help="--scale airflow-worker=N (N > 1: one task at a time each; the ingest must use all)")
     args = parser.parse_args(argv)
@@ -583,7 +664,9 @@ def main(argv: list[str] | None = None) -> int:
         check("docker-compose up -d", up.returncode == 0, (up.stdout + up.stderr)[-2000:])
         api = check_stack(env, check, timer, args.workers)
         if not args.no_dag:
-            run_ingest(compose, api, check, timer, args.workers)
+            validated = run_ingest(compose, api, check, timer, args.workers, LOOP_DAYS if args.loop else DAYS)
+            if args.loop:
+                run_loop(compose, api, env, check, timer, validated)
         ok = not check.failed
     except Exception as exc:  # noqa: BLE001 - reported, then the stack is taken down
         check("run", False, f"{type(exc).__name__}: {exc}")

@@ -550,6 +550,16 @@ def test_build_context_leaves_out_state_and_secrets_but_not_the_project():
             assert not ignored(part.rstrip("/")), f"COPY source {part} is excluded by .dockerignore"
 
 
+def test_image_has_the_uv_bentoml_builds_with():
+    """BentoML pip-installs uv while building a Bento when it is missing: the image must carry it
+    (compose_run.py's package run failed without network access from the worker)."""
+    runtime = (REPO_ROOT / "requirements.txt").read_text()
+    pinned = re.search(r"^uv==(\S+)$", runtime, re.MULTILINE)
+    assert pinned, "uv is not a runtime requirement"
+    assert f"\nuv=={pinned.group(1)}\n" in (REPO_ROOT / "requirements.lock").read_text()
+    assert f"UV_VERSION := {pinned.group(1)}" in (REPO_ROOT / "Makefile").read_text()
+
+
 def test_image_installs_the_runtime_requirements_only():
     runtime = (REPO_ROOT / "requirements.txt").read_text()
     for tool in ("pytest", "ruff", "hadolint"):
