@@ -4,6 +4,7 @@
     .venv/bin/python tests/stack/compose_run.py --cold      # empty caches first (a fresh machine)
     .venv/bin/python tests/stack/compose_run.py --keep      # leave the stack up; --down later
     .venv/bin/python tests/stack/compose_run.py --workers 2 # --scale airflow-worker=2
+    .venv/bin/python tests/stack/compose_run.py --loop      # on to train, package, /predict
 
 What it does, each step timed (printed, and written to compose-timings.json in the state dir):
 
