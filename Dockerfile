@@ -1,7 +1,12 @@
 # One image for every Airloop service: the Airflow components (api-server, scheduler,
 # dag-processor, triggerer, Celery worker), the MLflow server and the Bento prediction server.
 # The compose file and the Helm values (chart/values.yaml) run it with different commands.
-FROM apache/airflow:3.3.2-python3.11
+#
+# The base is the official Airflow image at the version requirements.lock pins. Where registry
+# images cannot be pulled, AIRFLOW_BASE_IMAGE names a local equivalent with the same contract
+# (docker/local-base/build.sh builds one from Debian packages; tests/stack/compose_run.py).
+ARG AIRFLOW_BASE_IMAGE=apache/airflow:3.3.2-python3.11
+FROM ${AIRFLOW_BASE_IMAGE}
 
 # DVC keeps the data registry's history in git. (0 is root, 50000 the image's airflow user.)
 USER 0

@@ -28,6 +28,7 @@ help:
 	@echo "make demo   - install, then run Airloop's main job on the embedded default"
 	@echo "make test   - install, then run the whole test suite"
 	@echo "make up     - Airflow UI + MLflow UI locally (no Docker)"
+	@echo "make compose-test - docker-compose up of the real compose file on podman (slow; not in make test)"
 	@echo "make bench  - print the benchmark figures"
 	@echo "make clean  - remove $(AIRLOOP_HOME) (all local state)"
 
@@ -92,3 +93,17 @@ clean:
 .PHONY: stack
 stack: install
 	$(BIN)/python tests/stack/native.py
+
+# `docker-compose up` of the real compose file on podman, with images built here from Debian
+# packages and the lock (tests/stack/compose_run.py; docker/local-base/build.sh). Not part of
+# `make test`: a cold run builds images for many minutes. COMPOSE_TEST_ARGS=--cold empties the
+# caches first; --keep leaves the stack up (take it down with COMPOSE_TEST_ARGS=--down).
+COMPOSE_TEST_PACKAGES := podman runc debootstrap docker-compose
+.PHONY: compose-test
+compose-test: install
+	@missing="$$(for pkg in $(COMPOSE_TEST_PACKAGES); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Status}' $$pkg 2>/dev/null)" = installed ] || echo $$pkg; done)"; \
+	[ -z "$$missing" ] || { \
+	  echo "installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; }
+	$(BIN)/python tests/stack/compose_run.py $(COMPOSE_TEST_ARGS)

@@ -288,6 +288,8 @@ def test_mlflow_server_is_on_postgres_with_artifacts_on_a_volume(rendered):
     allowed = arg("--allowed-hosts").split(",")
     assert {"mlflow", "mlflow:5000"} <= set(allowed), "clients inside compose send Host: mlflow:5000"
     assert arg("--host") == "0.0.0.0" and arg("--port") == "5000"
+    # A worker still starting must not be killed by uvicorn's 5 s default (compose_run.py saw it).
+    assert "--timeout-worker-healthcheck 60" in arg("--uvicorn-opts")
 
 
 @pytest.mark.parametrize("name", list(BENTO_SERVICES))
@@ -429,14 +431,86 @@ def test_env_example_has_no_real_secrets():
 # -- the Dockerfile -----------------------------------------------------------------------
 
 
-def test_dockerfile_uses_the_locked_airflow_and_lints_clean():
-    locked = re.search(r"^apache-airflow==(\S+)$", (REPO_ROOT / "requirements.lock").read_text(), re.M)
-    dockerfile = DOCKERFILE.read_text()
-    assert f"FROM apache/airflow:{locked.group(1)}-python3.11" in dockerfile
-    assert "-c /opt/airloop/requirements.lock" in dockerfile
+def _locked_airflow() -> str:
+    return re.search(r"^apache-airflow==(\S+)$", (REPO_ROOT / "requirements.lock").read_text(), re.M).group(1)
+
+
+def _hadolint(path: Path) -> subprocess.CompletedProcess:
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, check=False)
+    return subprocess.run([hadolint, str(path)], capture_output=True, text=True, check=False)
+
+
+def test_dockerfile_uses_the_locked_airflow_and_lints_clean():
+    dockerfile = DOCKERFILE.read_text()
+    # The official image by default; a local equivalent only when AIRFLOW_BASE_IMAGE says so.
+    assert f"ARG AIRFLOW_BASE_IMAGE=apache/airflow:{_locked_airflow()}-python3.11" in dockerfile
+    froms = [rest for word, rest in dockerfile_instructions() if word == "FROM"]
+    assert froms == ["${AIRFLOW_BASE_IMAGE}"], froms
+    assert "-c /opt/airloop/requirements.lock" in dockerfile
+    result = _hadolint(DOCKERFILE)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+OFFICIAL_IMAGES = {"postgres": "postgres:16", "redis": "redis:7.2-bookworm"}
+
+
+def test_base_images_default_to_the_official_ones(rendered):
+    """With nothing set, compose builds on apache/airflow and runs postgres and redis."""
+    for name, image in OFFICIAL_IMAGES.items():
+        assert rendered["services"][name]["image"] == image
+    official_airflow = f"apache/airflow:{_locked_airflow()}-python3.11"
+    for name, service in rendered["services"].items():
+        if "build" in service:
+            assert service["build"]["args"] == {"AIRFLOW_BASE_IMAGE": official_airflow}, name
+
+
+def test_base_images_can_be_swapped_by_variable(tmp_path):
+    env = tmp_path / ".env"
+    local = {"AIRFLOW_BASE_IMAGE": "localhost/airloop/airflow:x", "POSTGRES_IMAGE": "localhost/airloop/postgres:15",
+             "REDIS_IMAGE": "localhost/airloop/redis:7.0"}
+    env.write_text(ENV_EXAMPLE.read_text() + "".join(f"{k}={v}\n" for k, v in local.items()))
+    result = _compose_config(REPO_ROOT, env, home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["postgres"]["image"] == local["POSTGRES_IMAGE"]
+    assert services["redis"]["image"] == local["REDIS_IMAGE"]
+    assert services["airflow-worker"]["build"]["args"]["AIRFLOW_BASE_IMAGE"] == local["AIRFLOW_BASE_IMAGE"]
+    # Each variable is documented (commented out, with the official default) in .env.example.
+    example = ENV_EXAMPLE.read_text()
+    for key, default in {"AIRFLOW_BASE_IMAGE": f"apache/airflow:{_locked_airflow()}-python3.11",
+                         "POSTGRES_IMAGE": OFFICIAL_IMAGES["postgres"], "REDIS_IMAGE": OFFICIAL_IMAGES["redis"]}.items():
+        assert f"# {key}={default}\n" in example, key
+
+
+LOCAL_BASE = REPO_ROOT / "docker" / "local-base"
+
+
+@pytest.mark.parametrize("image", ["airflow", "postgres", "redis"])
+def test_local_base_images_lint_clean_and_copy_what_exists(image):
+    containerfile = LOCAL_BASE / image / "Containerfile"
+    result = _hadolint(containerfile)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # build.sh builds with the repo as context: every COPY source is a path in the repo.
+    for src, _ in dockerfile_copies(containerfile):
+        assert (REPO_ROOT / src).exists(), f"{containerfile}: COPY source {src} does not exist"
+
+
+def test_local_airflow_base_keeps_the_official_contract_the_compose_file_uses():
+    """What docker-compose.yaml and the Dockerfile rely on from apache/airflow."""
+    text = (LOCAL_BASE / "airflow" / "Containerfile").read_text()
+    instructions = dockerfile_instructions(LOCAL_BASE / "airflow" / "Containerfile")
+    assert ("ENTRYPOINT", '["/usr/bin/dumb-init", "--", "/entrypoint"]') in instructions
+    assert ("USER", "50000") in instructions and ("WORKDIR", "/opt/airflow") in instructions
+    assert "--uid 50000 --gid 0" in text and "/home/airflow/.local" in text
+    env = dockerfile_env(LOCAL_BASE / "airflow" / "Containerfile")
+    assert env["AIRFLOW_HOME"] == "/opt/airflow"
+    assert env["PATH"].startswith("/home/airflow/.local/bin:")
+    # The version installed is the lock's: build.sh passes it and tags the image with it.
+    build = (LOCAL_BASE / "build.sh").read_text()
+    assert "sed -n 's/^apache-airflow==//p'" in build and 'AIRFLOW_VERSION=$airflow_version' in build
+    # The commands the compose file gives the image reach airflow; bash and python run as given.
+    entry = (LOCAL_BASE / "airflow" / "entrypoint.sh").read_text()
+    assert 'exec airflow "$@"' in entry and "bash) shift; exec /bin/bash" in entry
 
 
 def test_dockerfile_installs_nothing_unpinned():
@@ -474,6 +548,16 @@ def test_build_context_leaves_out_state_and_secrets_but_not_the_project():
     for src in {src for src, _ in dockerfile_copies()} | {"requirements.txt", "requirements.lock"}:
         for part in src.split():
             assert not ignored(part.rstrip("/")), f"COPY source {part} is excluded by .dockerignore"
+
+
+def test_image_has_the_uv_bentoml_builds_with():
+    """BentoML pip-installs uv while building a Bento when it is missing: the image must carry it
+    (compose_run.py's package run failed without network access from the worker)."""
+    runtime = (REPO_ROOT / "requirements.txt").read_text()
+    pinned = re.search(r"^uv==(\S+)$", runtime, re.MULTILINE)
+    assert pinned, "uv is not a runtime requirement"
+    assert f"\nuv=={pinned.group(1)}\n" in (REPO_ROOT / "requirements.lock").read_text()
+    assert f"UV_VERSION := {pinned.group(1)}" in (REPO_ROOT / "Makefile").read_text()
 
 
 def test_image_installs_the_runtime_requirements_only():
