@@ -123,6 +123,7 @@ def _group(nodeid: str) -> str:
     return BOTH_LOOPS_GROUP if module in BOTH_LOOPS_MODULES else module
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: unknown when it is off
 def pytest_xdist_make_scheduler(config, log):
     """Under ``pytest -n --dist loadscope`` (make test), hand out whole modules, with the three
     both-loops modules as one unit: module- and session-scoped fixtures are built once."""

@@ -7,7 +7,7 @@ the fork is already loaded in every task, so a task no longer pays seconds of im
 line of work. ``airflow_local_settings`` (Airflow's own start-up hook, in ``include/``) calls
 :func:`preload_for` in every Airflow process; only the forking ones import anything.
 
-``AIRLOOP_PRELOAD=false`` switches it off. DAG files still import nothing heavy: parsing
+``AIRLOOP_PRELOAD=false`` (read in :mod:`airloop.settings`) switches it off. DAG files still import nothing heavy: parsing
 happens in the dag-processor, which preloads nothing.
 """
 
@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airloop.settings import Settings
 
 __all__ = ["TASK_LIBRARIES", "forks_tasks", "preload", "preload_for"]
 
@@ -63,13 +66,12 @@ def preload(modules: Sequence[str] = TASK_LIBRARIES) -> dict[str, float]:
     return seconds
 
 
-def preload_for(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> dict[str, float] | None:
-    """Preload :data:`TASK_LIBRARIES` if this process forks tasks and ``AIRLOOP_PRELOAD`` is
-    not false; return the seconds per library, or None when nothing was loaded."""
-    environ = os.environ if environ is None else environ
-    if environ.get("AIRLOOP_PRELOAD", "true").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    if not forks_tasks(argv, _executor(environ)):
+def preload_for(argv: Sequence[str], settings: "Settings | None" = None) -> dict[str, float] | None:
+    """Preload :data:`TASK_LIBRARIES` if this process forks tasks and the ``preload`` setting
+    (``AIRLOOP_PRELOAD``) is on; return the seconds per library, or None when nothing was loaded."""
+    from airloop.settings import get_settings
+
+    if not (settings or get_settings()).preload or not forks_tasks(argv, _executor()):
         return None
     started = time.perf_counter()
     seconds = preload()
@@ -79,7 +81,8 @@ def preload_for(argv: Sequence[str], environ: Mapping[str, str] | None = None) -
     return seconds
 
 
-def _executor(environ: Mapping[str, str]) -> str:
+def _executor() -> str:
+    """The executor this Airflow process was configured with (Airflow's own configuration)."""
     from airflow.configuration import conf
 
-    return environ.get("AIRFLOW__CORE__EXECUTOR") or conf.get("core", "executor", fallback="")
+    return conf.get("core", "executor", fallback="")

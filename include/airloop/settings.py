@@ -26,6 +26,13 @@ def _path(name: str, default: Path) -> Path:
     return Path(_env(name, str(default))).expanduser().resolve()
 
 
+def _flag(name: str, default: bool) -> bool:
+    raw = _env(name, str(default)).strip().lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"{name} must be true or false, got {raw!r}")
+    return raw in ("true", "1", "yes")
+
+
 def _positive_int(name: str, default: int) -> int:
     raw = _env(name, str(default)).strip()
     try:
@@ -75,6 +82,9 @@ class Settings:
     # Batches one ingest run validates at once (AIRLOOP_INGEST_PARALLELISM). They take turns on
     # the data workspace, but each task's imports (Great Expectations: seconds) overlap.
     ingest_parallelism: int = DEFAULT_INGEST_PARALLELISM
+    # The scheduler (LocalExecutor) and the Celery worker import the tasks' libraries before
+    # forking task processes (AIRLOOP_PRELOAD; see airloop.preload).
+    preload: bool = True
 
     def serve_url_for(self, model: str) -> str:
         """Where ``model``'s prediction service answers.
@@ -140,6 +150,7 @@ _ENV_NAMES = {
     "prediction_store": "AIRLOOP_PREDICTION_STORE",
     "serve_url": "AIRLOOP_SERVE_URL",
     "ingest_parallelism": "AIRLOOP_INGEST_PARALLELISM",
+    "preload": "AIRLOOP_PRELOAD",
 }
 
 
@@ -171,6 +182,7 @@ def get_settings() -> Settings:
         serve_url=_env("AIRLOOP_SERVE_URL", "http://127.0.0.1:3300"),
         serve_urls=_serve_urls(),
         ingest_parallelism=_positive_int("AIRLOOP_INGEST_PARALLELISM", DEFAULT_INGEST_PARALLELISM),
+        preload=_flag("AIRLOOP_PRELOAD", True),
     )
 
 

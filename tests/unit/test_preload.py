@@ -25,10 +25,17 @@ def test_only_processes_that_fork_tasks_preload(argv, executor, forks):
     assert forks_tasks(argv, executor) is forks
 
 
-def test_preload_can_be_switched_off():
-    env = {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
-    assert preload_for(["airflow", "dag-processor"], env) is None
-    assert preload_for(["airflow", "scheduler"], {**env, "AIRLOOP_PRELOAD": "false"}) is None
+def test_preload_can_be_switched_off(monkeypatch):
+    from airloop.settings import get_settings
+
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    assert preload_for(["airflow", "dag-processor"]) is None
+    monkeypatch.setenv("AIRLOOP_PRELOAD", "false")
+    assert get_settings().preload is False
+    assert preload_for(["airflow", "scheduler"]) is None
+    monkeypatch.setenv("AIRLOOP_PRELOAD", "maybe")
+    with pytest.raises(ValueError, match="AIRLOOP_PRELOAD must be true or false"):
+        get_settings()
 
 
 def test_a_library_that_fails_to_import_is_skipped_not_fatal(caplog):
