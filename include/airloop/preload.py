@@ -3,7 +3,7 @@
 Airflow's LocalExecutor forks its workers from the scheduler, the Celery worker forks its pool
 from its main process, and each task process is forked from those. A library imported before
 the fork is already loaded in every task, so a task no longer pays seconds of imports
-(pandas, Great Expectations, DVC, scikit-learn, MLflow, Feast, Evidently) before its first
+(pandas, Great Expectations, scikit-learn, MLflow, Feast) before its first
 line of work. ``airflow_local_settings`` (Airflow's own start-up hook, in ``include/``) calls
 :func:`preload_for` in every Airflow process; only the forking ones import anything.
 
@@ -27,14 +27,15 @@ __all__ = ["TASK_LIBRARIES", "forks_tasks", "preload", "preload_for"]
 
 log = logging.getLogger(__name__)
 
-# What Airloop's tasks import, heaviest first (measured cold on this kind of machine: all of
-# them ~15 s of CPU).
+# What Airloop's tasks import, heaviest first. Left out: libraries that bind the process's
+# stdout/stderr when imported (DVC runs colorama.init() and points its log handlers at them;
+# Evidently's UI runner logs to stderr): a task forked from here would write their messages to
+# the parent's streams (the scheduler's log, or a Celery proxy that fails in the child) instead
+# of its own task log. tests/unit/test_preload.py checks that none of these does.
 TASK_LIBRARIES = (
     "great_expectations",
     "mlflow",
     "feast",
-    "evidently",
-    "dvc.repo",
     "sklearn.ensemble",
     "skops.io",
     "pyarrow.parquet",
