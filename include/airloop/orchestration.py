@@ -178,7 +178,9 @@ def publish_batch(spec: "ModelSpec", batch_path: str) -> dict:
 
     Returns the published batch's record (``IngestResult.as_dict()``). A rejected batch fails
     the task at once, without retries: bad data does not get better by retrying (transient
-    errors still raise as they are, and retry). A batch that is already versioned skips.
+    errors still raise as they are, and retry). A batch that is already versioned skips, except
+    on a retry: the earlier attempt may have versioned it and then failed to report success (the
+    metadata database down), and the batch must still be announced.
     """
     from pathlib import Path
 
@@ -188,10 +190,20 @@ def publish_batch(spec: "ModelSpec", batch_path: str) -> dict:
         result = ingest_batch(spec, Path(batch_path))
     except BatchRejected as exc:
         raise AirflowFailException(str(exc)) from exc
-    if result.already_ingested:
+    if result.already_ingested and _first_attempt():
         raise AirflowSkipException(f"{result.batch} is already versioned as {result.md5}")
     print(f"Data Docs: {result.data_docs}")
     return result.as_dict()
+
+
+def _first_attempt() -> bool:
+    """Whether the running task is on its first try (True outside a task)."""
+    from airflow.sdk import get_current_context
+
+    try:
+        return get_current_context()["ti"].try_number <= 1
+    except RuntimeError:  # not inside a running task
+        return True
 
 
 # --- From the monitoring DAG to a retrain ------------------------------------------------------
