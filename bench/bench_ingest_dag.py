@@ -5,8 +5,8 @@
 Each case starts its own Airflow (LocalExecutor on SQLite, as ``make demo`` runs it) in a fresh
 AIRLOOP_HOME, lands ``--batches`` days of the late_delivery example, triggers the ingest DAG and
 times the run from trigger to its end, plus each mapped task's run time. The baseline is the
-same run with ``AIRLOOP_PRELOAD=false``: every task process then imports pandas, Great
-Expectations and DVC itself. Goal (issue "Fast loop"): 14 batches of 1,500 rows in <= 40 s.
+same run with ``AIRLOOP_PRELOAD=false``: every task process then imports pandas and Great
+Expectations itself (DVC is imported by the task in both cases: see ``airloop.preload``). Goal (issue "Fast loop"): 14 batches of 1,500 rows in <= 40 s.
 """
 
 from __future__ import annotations

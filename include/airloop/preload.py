@@ -3,12 +3,12 @@
 Airflow's LocalExecutor forks its workers from the scheduler, the Celery worker forks its pool
 from its main process, and each task process is forked from those. A library imported before
 the fork is already loaded in every task, so a task no longer pays seconds of imports
-(pandas, Great Expectations, scikit-learn, MLflow, Feast) before its first
-line of work. ``airflow_local_settings`` (Airflow's own start-up hook, in ``include/``) calls
+(pandas, Great Expectations, scikit-learn, MLflow, Feast) before its first line of work.
+``airflow_local_settings`` (Airflow's own start-up hook, in ``include/``) calls
 :func:`preload_for` in every Airflow process; only the forking ones import anything.
 
-``AIRLOOP_PRELOAD=false`` (read in :mod:`airloop.settings`) switches it off. DAG files still import nothing heavy: parsing
-happens in the dag-processor, which preloads nothing.
+``AIRLOOP_PRELOAD=false`` (read in :mod:`airloop.settings`) switches it off. DAG files still
+import nothing heavy: parsing happens in the dag-processor, which preloads nothing.
 """
 
 from __future__ import annotations
