@@ -1,8 +1,10 @@
 """Airloop's reports and models inside the Airflow UI.
 
 A FastAPI app mounted under the api-server at ``/airloop`` serves the Great Expectations Data
-Docs and the Evidently drift reports from ``AIRLOOP_HOME``, and the Models view
-(``/airloop/models/``, see ``airloop_models``); external views put both in the UI's navigation.
+Docs and the Evidently drift reports from ``AIRLOOP_HOME``, a page per validation run
+(``/airloop/validation/<dataset>/<result id>``: also for batches refused before Great Expectations
+ran, which no Data Docs page mentions), and the Models view (``/airloop/models/``, see
+``airloop_models``); external views put the index and the Models view in the UI's navigation.
 
 Reports hold data from CSV files (a cell can be ``<img src=x onerror=...>``) and come from the
 api-server's own origin, where the UI keeps the user's JWT in a cookie that page scripts can
@@ -17,6 +19,7 @@ file also needs read access to the runs of the DAG that wrote it, as the auth ma
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from urllib.parse import quote
 
@@ -74,6 +77,13 @@ def _roots() -> dict[str, Path]:
     }
 
 
+def _validation_records() -> Path:
+    """Where ingest writes one JSON record per validation run: ``<dataset>/<result id>.json``."""
+    from airloop.settings import get_settings
+
+    return get_settings().validation_dir / "results"
+
+
 def resolve_inside(base: Path, path: str) -> Path | None:
     """The regular file ``path`` names under ``base``, or None.
 
@@ -92,8 +102,13 @@ def resolve_inside(base: Path, path: str) -> Path | None:
 
 def newest_reports(base: Path, limit: int = 200) -> list[Path]:
     """``<model>/<name>.html`` paths under ``base`` that would be served, newest first."""
+    return _newest(base, "*/*.html", limit)
+
+
+def _newest(base: Path, pattern: str, limit: int) -> list[Path]:
+    """Paths matching ``pattern`` under ``base`` that would be served, newest first."""
     found: list[tuple[float, Path]] = []
-    for path in base.glob("*/*.html"):
+    for path in base.glob(pattern):
         rel = path.relative_to(base)
         target = resolve_inside(base, rel.as_posix())
         if target is None:  # e.g. a symlink out of the root
@@ -189,6 +204,7 @@ def index(request: Request, user: GetUserDep) -> str:
         if readable[model]:
             href = html.escape(f"{PREFIX}/files/reports/{quote(rel.as_posix())}")
             items.append(f'<li><a href="{href}">{html.escape(rel.as_posix())}</a></li>')
+    items += _validation_items(request, user)
     body = "\n".join(items) or "<li>No reports yet: run an ingest or monitor DAG.</li>"
     return f"<!doctype html><title>Airloop reports</title><h1>Airloop reports</h1><ul>{body}</ul>"
 
@@ -209,6 +225,88 @@ def report_file(root: str, path: str, request: Request, user: GetUserDep) -> Fil
             filename=target.name, content_disposition_type="attachment",
         )
     return FileResponse(target, media_type=media_type, headers=headers)
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("model"), str) else None
+
+
+def _validation_items(request: Request, user: GetUserDep, limit: int = 100) -> list[str]:
+    """Index entries for the newest validation runs the user may read: verdict, batch, model."""
+    items = []
+    readable: dict[str, bool] = {}
+    for rel in _newest(_validation_records(), "*/*.json", limit):
+        record = _read_record(_validation_records() / rel)
+        if record is None:
+            continue
+        model = record["model"]
+        if model not in readable:
+            readable[model] = may_read(request, user, f"{model}__ingest")
+        if readable[model]:
+            verdict = "passed" if record.get("success") else "rejected"
+            href = html.escape(f"{PREFIX}/validation/{quote(rel.parent.name)}/{quote(rel.stem)}")
+            items.append(
+                f'<li><a href="{href}">validation {verdict}: {html.escape(str(record.get("batch")))}</a>'
+                f" ({html.escape(model)})</li>"
+            )
+    return items
+
+
+@reports_app.get("/validation/{dataset}/{result_id}", response_class=HTMLResponse)
+def validation_page(dataset: str, result_id: str, request: Request, user: GetUserDep) -> HTMLResponse:
+    """One validation run: verdict, failures (short escaped excerpts) and its Data Docs page,
+    if Great Expectations ran. Needs read access to the runs of the model's ingest DAG."""
+    base = _validation_records()
+    target = resolve_inside(base, f"{dataset}/{result_id}.json")
+    record = _read_record(target) if target is not None else None
+    if record is None:
+        raise HTTPException(404, "no such validation record")
+    check_access(request, user, f"{record['model']}__ingest")
+    return HTMLResponse(render_validation(record, _data_docs_href(record.get("data_docs"))))
+
+
+def _data_docs_href(path: str | None) -> str | None:
+    """The plugin URL of a Data Docs page given as a file path (None if outside the site)."""
+    if not path:
+        return None
+    site = _roots()["datadocs"].resolve()
+    try:
+        rel = Path(path).resolve().relative_to(site)
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return f"{PREFIX}/files/datadocs/{quote(rel.as_posix())}"
+
+
+def render_validation(record: dict, data_docs_href: str | None) -> str:
+    """A validation record as a page. Every value is escaped: batch names and failure examples
+    come from untrusted files (the examples are already short excerpts)."""
+    e = lambda value: html.escape("" if value is None else str(value))  # noqa: E731
+    verdict = "passed" if record.get("success") else "rejected"
+    rows = "".join(
+        f"<tr><td>{e(f.get('column') or '(table)')}</td><td>{e(f.get('expectation'))}</td>"
+        f"<td>{e(f.get('detail'))}</td><td>{e(', '.join(map(str, f.get('examples') or [])))}</td></tr>"
+        for f in record.get("failures") or [] if isinstance(f, dict)
+    )
+    failures = (
+        "<table><tr><th>column</th><th>expectation</th><th>detail</th><th>examples</th></tr>"
+        f"{rows}</table>" if rows else "<p>No failing expectation.</p>"
+    )
+    if data_docs_href:
+        docs = f'<p><a href="{e(data_docs_href)}">Great Expectations Data Docs of this run</a></p>'
+    else:
+        docs = ("<p>Great Expectations did not run: the file was refused as it was read "
+                "(see the failures above), so no Data Docs page covers it.</p>")
+    return (
+        f"<!doctype html><title>Validation {e(verdict)}: {e(record.get('batch'))}</title>"
+        f"<h1>Validation {e(verdict)}: {e(record.get('batch'))}</h1>"
+        f"<p>Model {e(record.get('model'))}, batch day {e(record.get('day'))}, "
+        f"rows {e(record.get('rows'))}, result {e(record.get('result_id'))}.</p>"
+        f"{failures}{docs}<p><a href=\"{PREFIX}/\">All reports</a></p>"
+    )
 
 
 class AirloopPlugin(AirflowPlugin):

@@ -38,6 +38,7 @@ from airloop.validation import (
     ValidationResult,
     batch_day,
     read_typed,
+    record_page,
     record_refusal,
     run_validation,
     validate_batch,
@@ -94,6 +95,8 @@ class IngestResult:
     md5: str
     dvc_rev: str
     validation_result_id: str
+    # The validation record's page in the Airflow UI (a path under the Airflow base URL).
+    validation_page: str
     data_docs: str | None
     offline_path: str
     already_ingested: bool
@@ -330,6 +333,7 @@ def _result(
         md5=version.md5,
         dvc_rev=version.rev,
         validation_result_id=version.result_id,
+        validation_page=record_page(spec.dataset.name, version.result_id),
         data_docs=data_docs,
         offline_path=str(offline_path),
         already_ingested=already_ingested,

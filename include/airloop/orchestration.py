@@ -192,7 +192,7 @@ def publish_batch(spec: "ModelSpec", batch_path: str) -> dict:
         raise AirflowFailException(str(exc)) from exc
     if result.already_ingested and _first_attempt():
         raise AirflowSkipException(f"{result.batch} is already versioned as {result.md5}")
-    print(f"Data Docs: {result.data_docs}")
+    print(f"Validation record in the Airflow UI: {result.validation_page}")
     return result.as_dict()
 
 

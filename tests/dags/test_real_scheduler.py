@@ -4,6 +4,8 @@ DAGs over the REST API v2, as a user's script would."""
 from __future__ import annotations
 
 import datetime as dt
+import html
+import re
 
 import pytest
 import requests
@@ -70,6 +72,15 @@ def test_data_docs_are_reachable_from_the_ui_after_an_ingest(stack):
     assert "Great Expectations Data Docs" in index.text
     docs = requests.get(f"{stack.url}/airloop/files/datadocs/index.html", headers=headers, timeout=10)
     assert docs.status_code == 200 and "late_delivery" in docs.text
+    # The ingest's asset event links to its validation record's page, which links to the run's
+    # own Data Docs page: URLs of the UI, never file paths.
+    events = stack.api("GET", "/assets/events", params={"source_dag_id": "late_delivery__ingest"})
+    page = events["asset_events"][0]["extra"]["validation_page"]
+    record = requests.get(f"{stack.url}{page}", headers=headers, timeout=10)
+    assert record.status_code == 200 and "Validation passed: orders_2026-10-01.csv" in record.text
+    run_docs = re.search(r'href="(/airloop/files/datadocs/[^"]+)">Great Expectations Data Docs of this run', record.text)
+    assert run_docs, record.text[:1000]
+    assert requests.get(f"{stack.url}{html.unescape(run_docs.group(1))}", headers=headers, timeout=10).status_code == 200
 
 
 def _mapped_libraries(pid: int) -> set[str]:

@@ -69,6 +69,8 @@ POISONED_DATA_DOCS = """<!doctype html><title>Data Docs</title><p id="ran">no sc
 
 HOSTILE_NAME = '"><img src=x onerror=alert(1)>.html'
 HOSTILE_CONTENT = "<p>a report with a hostile name</p>"
+# A batch whose int column holds markup: refused when the file is read, before Great Expectations.
+HOSTILE_CELL = "<img src=x onerror=alert(1)>"
 
 
 class ApiServer(AirflowStack):
@@ -168,9 +170,32 @@ def site(tmp_path_factory, listener):
         "AIRLOOP_REPORTS_DIR": str(home / "reports"),
         "AIRLOOP_VALIDATION_DIR": str(home / "validation"),
     }
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        refused = refused_batch_record()
     with ApiServer(home / "airflow", env=env) as server:
         server.secret = secret
+        server.refused = refused
         yield server
+
+
+def refused_batch_record():
+    """Validate (for real) a batch that the CSV layer refuses, so GX never runs: its record is
+    the only place that says why. Returns the ValidationResult."""
+    import datetime as dt
+
+    from airloop.spec import get_spec
+    from airloop.validation import run_validation
+
+    spec = get_spec(MODEL)
+    header = ",".join(spec.dataset.columns)
+    row = {name: "1" for name in spec.dataset.columns}
+    row.update(order_id="o1", restaurant_id=HOSTILE_CELL, event_timestamp="2026-10-01T10:00:00Z", zone="center")
+    data = f"{header}\n{','.join(row[name] for name in spec.dataset.columns)}\n".encode()
+    result, frame = run_validation(spec, "orders_2026-10-01.csv", data, dt.date(2026, 10, 1))
+    assert not result.success and frame is None
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -284,6 +309,30 @@ def test_the_index_escapes_what_it_lists(site):
     assert f'href="{href}"' in index.text
     assert requests.get(f"{site.url}{href}", headers=headers, timeout=30).text == HOSTILE_CONTENT
     assert "escape.html" not in index.text  # a symlink out of the root is not listed either
+
+
+def test_a_batch_refused_before_great_expectations_has_its_own_page(site):
+    refused = site.refused
+    assert refused.data_docs is None  # no Data Docs page mentions it: it must not link to one
+    assert refused.page == f"/airloop/validation/orders/{refused.result_id}"
+    assert refused.page in refused.summary()
+    headers = {"Authorization": f"Bearer {site.token()}"}
+
+    page = requests.get(f"{site.url}{refused.page}", headers=headers, timeout=30)
+    assert page.status_code == 200, page.text[:300]
+    assert_sandboxed({k.lower(): v for k, v in page.headers.items()}, scripts=False)
+    assert "Validation rejected: orders_2026-10-01.csv" in page.text
+    assert "restaurant_id" in page.text and "Great Expectations did not run" in page.text
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page.text and "<img" not in page.text
+
+    index = requests.get(f"{site.url}/airloop/", headers=headers, timeout=30)
+    assert f'href="{refused.page}"' in index.text and "validation rejected: orders_2026-10-01.csv" in index.text
+
+    assert requests.get(f"{site.url}{refused.page}", timeout=30).status_code in (401, 403)
+    for path in ("/airloop/validation/orders/nope", "/airloop/validation/%2e%2e/secret",
+                 f"/airloop/validation/orders/..%2f..%2f{refused.result_id}", "/airloop/validation/orders/x%00"):
+        status, _, body = raw_get(site, path, token=site.token())
+        assert status == 404, (path, status, body[:200])
 
 
 def test_a_poisoned_report_cannot_use_the_session_in_a_browser(site, listener, artifacts):

@@ -140,7 +140,7 @@ def test_run_reason(run_type, reason, recorded):
 
 def _result(**overrides):
     record = {"batch": "orders_2026-10-02.csv", "md5": "0" * 32}
-    fields = {"data_docs": "docs/index.html", "already_ingested": False, **overrides}
+    fields = {"validation_page": "/airloop/validation/orders/r1", "already_ingested": False, **overrides}
     return SimpleNamespace(batch=record["batch"], md5=record["md5"], as_dict=lambda: record, **fields)
 
 
@@ -151,7 +151,7 @@ def test_publish_batch_returns_the_record(monkeypatch, demo_spec, capsys):
         "batch": "orders_2026-10-02.csv", "md5": "0" * 32,
     }
     assert seen == [(demo_spec, Path("/landing/orders_2026-10-02.csv"))]
-    assert "Data Docs: docs/index.html" in capsys.readouterr().out
+    assert "Validation record in the Airflow UI: /airloop/validation/orders/r1" in capsys.readouterr().out
 
 
 def test_publish_batch_fails_a_rejected_batch_without_retry(monkeypatch, demo_spec):

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from airloop.settings import Settings
     from airloop.spec import ModelSpec
 
-__all__ = ["build_suite", "data_docs_index", "redact", "run_checkpoint"]
+__all__ = ["build_suite", "redact", "run_checkpoint"]
 
 # What ExpectColumnValuesToBeOfType calls each spec type on a pandas frame (see csv_batch).
 _GX_TYPES = {"string": "str", "int": "int64", "float": "float64", "timestamp": "Timestamp"}
@@ -212,8 +212,3 @@ def _shortened(value):
         return excerpt(value)
     return value
 
-
-def data_docs_index(settings: "Settings") -> str | None:
-    """The Data Docs site's index page under ``validation_dir``, if GX has built it yet."""
-    index = settings.validation_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-    return str(index) if index.exists() else None

@@ -6,8 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import asdict, dataclass, field
+from urllib.parse import quote
 
-__all__ = ["MAX_EXAMPLES", "MAX_EXCERPT", "UNDECODED", "Failure", "ValidationResult", "excerpt"]
+__all__ = [
+    "MAX_EXAMPLES", "MAX_EXCERPT", "UNDECODED", "Failure", "ValidationResult", "excerpt", "record_page",
+]
 
 # Bad values a failure quotes at the most.
 MAX_EXAMPLES = 5
@@ -36,9 +39,17 @@ class Failure:
         return text
 
 
+def record_page(dataset: str, result_id: str) -> str:
+    """Where the Airflow UI shows one validation record: a path of the reports plugin
+    (``plugins/airloop_plugin.py``), relative to the Airflow base URL. Every run has one, also a
+    batch refused before Great Expectations ran, which no Data Docs page mentions."""
+    return f"/airloop/validation/{quote(dataset, safe='')}/{quote(result_id, safe='')}"
+
+
 @dataclass(frozen=True)
 class ValidationResult:
-    """One validation run of a batch: its verdict, failures, Data Docs page and JSON record."""
+    """One validation run of a batch: its verdict, failures, Data Docs page (None when Great
+    Expectations did not run), JSON record and the UI page that shows the record."""
 
     batch: str
     day: dt.date
@@ -48,6 +59,7 @@ class ValidationResult:
     rows: int | None
     data_docs: str | None
     result_json: str
+    page: str
 
     def summary(self) -> str:
         """A readable verdict: one line if it passed, else one line per failure (for alerts)."""
@@ -58,8 +70,7 @@ class ValidationResult:
             f"{len(self.failures)} failing expectation(s)"
         ]
         lines += [f"  - {failure.describe()}" for failure in self.failures]
-        if self.data_docs:
-            lines.append(f"  Data Docs: {self.data_docs}")
+        lines.append(f"  Details in the Airflow UI: {self.page}")
         return "\n".join(lines)
 
     def as_dict(self) -> dict:

@@ -1,8 +1,10 @@
 """One validation run of a batch: both layers in turn, a result id and the run's JSON record.
 
 A file that fails :mod:`~airloop.validation.csv_batch` is rejected without a GX run (GX needs a
-typed frame); one that passes is run through :mod:`~airloop.validation.expectations`. Every run
-gets a result id and a JSON record under ``validation_dir/results/<dataset>/``.
+typed frame), so no Data Docs page mentions it; one that passes is run through
+:mod:`~airloop.validation.expectations`. Every run gets a result id, a JSON record under
+``validation_dir/results/<dataset>/`` and a page in the Airflow UI that shows the record
+(:func:`~airloop.validation.result.record_page`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airloop.validation.csv_batch import read_typed
-from airloop.validation.expectations import data_docs_index, redact, run_checkpoint
-from airloop.validation.result import Failure, ValidationResult
+from airloop.validation.expectations import redact, run_checkpoint
+from airloop.validation.result import Failure, ValidationResult, record_page
 from airloop.validation.window import batch_day
 
 if TYPE_CHECKING:
@@ -62,8 +64,6 @@ def run_validation(
     data_docs, gx_result = None, None
     if frame is not None:
         failures, data_docs, gx_result = run_checkpoint(spec, frame, day, result_id, settings)
-    else:
-        data_docs = data_docs_index(settings)
     result = _record(spec, batch, day, result_id, failures, None if frame is None else len(frame),
                      data_docs, gx_result, settings)
     return result, (frame if result.success else None)
@@ -76,8 +76,7 @@ def record_refusal(
     from airloop.settings import get_settings
 
     settings = settings or get_settings()
-    return _record(spec, batch, day, _new_result_id(batch), [failure], None, data_docs_index(settings),
-                   None, settings)
+    return _record(spec, batch, day, _new_result_id(batch), [failure], None, None, None, settings)
 
 
 def _new_result_id(batch: str) -> str:
@@ -106,6 +105,7 @@ def _record(
         rows=rows,
         data_docs=data_docs,
         result_json=str(result_json),
+        page=record_page(spec.dataset.name, result_id),
     )
     result_json.parent.mkdir(parents=True, exist_ok=True)
     record = {**result.as_dict(), "model": spec.name, "great_expectations": redact(gx_result)}
