@@ -188,9 +188,14 @@ class AirflowStack:
         (self.home / "passwords.json").write_text(json.dumps({"admin": self.password}))
         airflow = str(Path(sys.executable).parent / "airflow")
         subprocess.run([airflow, "db", "migrate"], env=self.env, check=True, capture_output=True)
-        for name in self.components:
-            self._spawn(name)
-        self.wait_healthy(timeout)
+        try:
+            for name in self.components:
+                self._spawn(name)
+            self.wait_healthy(timeout)
+        except BaseException:
+            # `with` never calls __exit__ when __enter__ raises: stop what was started here.
+            self.stop()
+            raise
         return self
 
     def _spawn(self, name: str) -> None:
@@ -513,7 +518,11 @@ class RedisServer:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def __enter__(self) -> "RedisServer":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:  # `with` calls no __exit__ when __enter__ raises
+            self.stop()
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -583,7 +592,11 @@ class PostgresServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> "PostgresServer":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:  # `with` calls no __exit__ when __enter__ raises
+            self.cleanup()
+            raise
 
     def __exit__(self, *exc) -> None:
         self.cleanup()

@@ -384,6 +384,39 @@ def test_redis_and_sql_registry(services, demo_spec):
     assert (frame["orders_7d"].to_numpy() == expected).all()
 
 
+@pytest.mark.services
+def test_a_features_run_that_cannot_load_leaves_its_changes_for_the_next_run(tmp_path, demo_spec, redis_db):
+    """A features run whose online load fails for good (the store unreachable through every
+    retry) has already rewritten the day's statistics; the next run must still load them."""
+    from airloop.errors import OnlineStoreError
+    from airloop.testing import free_port
+
+    home = tmp_path / "airloop"
+    up = make_settings(home, AIRLOOP_FEAST_REDIS=f"127.0.0.1:6379,db={redis_db}")
+    down = make_settings(home, AIRLOOP_FEAST_REDIS=f"127.0.0.1:{free_port()},db={redis_db}")
+    days = [DAY0 + dt.timedelta(days=i) for i in range(8)]
+    write_orders(up, days[:-1])
+    assert features.apply(up) is True
+    first = features.refresh_online(demo_spec, features.derive(demo_spec, up), midnight(days[-1]), up, applied=True)
+    assert first is not None and first.rows
+
+    write_orders(up, days[-1:])  # a new day is published; this run's load fails
+    end = midnight(days[-1] + dt.timedelta(days=1))
+    failed = features.derive(demo_spec, down)
+    assert stats_file(down, days[-1]).exists()  # its statistics are written...
+    with pytest.raises(OnlineStoreError):
+        features.refresh_online(demo_spec, failed, end, down)  # ...but never reach the store
+
+    retried = features.derive(demo_spec, up)  # the next run: the statistics are not new any more
+    assert retried.changed_since is not None and retried.changed_since <= midnight(days[-1] + dt.timedelta(days=1))
+    assert features.refresh_online(demo_spec, retried, end, up) is not None
+    latest = pd.read_parquet(stats_file(up, days[-1]))
+    served = features.get_online_features(demo_spec, [request_row(int(r)) for r in latest["restaurant_id"]],
+                                          store=features.get_store(up))
+    assert [row["orders_7d"] for row in served] == latest["orders_7d"].tolist()
+    assert features.derive(demo_spec, up).changed_since is None  # and now it is recorded
+
+
 # --- definitions belong to their model ------------------------------------------------------
 
 OTHER_MODEL_VIEW = '''
