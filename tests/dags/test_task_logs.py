@@ -1,5 +1,6 @@
 """Task logs as Airflow writes them: a train, gate or drift-check task shows its decision on the
-first screen of its log and repeats no warning.
+first screen of its log and repeats no warning. The same stack then proves the monitor DAG's
+guard against retrain storms: drift that is real, checked while a retrain is queued, starts nothing.
 
 Airflow's own components run the train and monitor DAGs (LocalExecutor: every task in a process
 of its own, as in production) and the test reads the log files under ``AIRFLOW_HOME/logs``.
@@ -49,18 +50,23 @@ def warnings_in(records: list[dict]) -> list[str]:
     ]
 
 
-def log_predictions(spec, settings, version: str, now: dt.datetime) -> int:
-    """The champion's holdout rows served by the champion during the hour before ``now``."""
+def log_predictions(spec, settings, version: str, now: dt.datetime, *, drifted: bool = False) -> int:
+    """The champion's holdout rows served by the champion during the hour before ``now``;
+    ``drifted``: with every numeric input moved far from what the champion was trained on."""
     from airloop import prediction_log, registry
 
     champion = registry.load_version(spec, version, settings)
     rows = registry.download_frame(champion.run_id, registry.HOLDOUT_ARTIFACT, settings)
+    if drifted:
+        numeric = [c for c in champion.inputs if rows[c].dtype.kind in "if"]
+        rows[numeric] = rows[numeric] * 3 + 25
     scores = champion.predict(rows[list(champion.inputs)], spec.task)
+    prefix = f"logs-{now:%H%M%S}-{'drifted' if drifted else 'clean'}"
     plog = prediction_log.PredictionLog(settings.prediction_store, settings=settings, batch_size=2000)
     try:
         plog.append(
             prediction_log.LoggedPrediction(
-                request_id=f"logs-{i:05d}", model=spec.registered_model_name, model_version=version,
+                request_id=f"{prefix}-{i:05d}", model=spec.registered_model_name, model_version=version,
                 entity=int(row[spec.join_keys[0]]), features={c: _value(row[c]) for c in champion.inputs},
                 prediction=float(p), missing_features=[c for c in champion.inputs if _value(row[c]) is None],
                 predicted_at=now - dt.timedelta(seconds=3600 * (i + 1) / (len(rows) + 1)),
@@ -123,8 +129,32 @@ def runs(tmp_path_factory, demo_spec):
             tasks = (("train", "train_and_register"), ("train", "champion_challenger_gate"),
                      ("monitor", "check_drift"), ("monitor", "apply_retrain_policy"))
             results = {task_id: xcom(stage, task_id) for stage, task_id in tasks}
+            results["during_retrain"] = drift_checks_while_a_retrain_is_queued(stack, spec, settings, champion, now)
     logs = {task_id: read_task_log(airflow_home, *done[stage], task_id) for stage, task_id in tasks}
     return spec, champion, results, logs
+
+
+def drift_checks_while_a_retrain_is_queued(stack, spec, settings, champion: str, now: dt.datetime) -> dict:
+    """Queue a train run (its DAG paused, so it cannot start), then check two consecutive windows
+    of drifted traffic through the monitor DAG: the second completes the policy's streak."""
+    train_dag, monitor_dag = spec.dag_id("train"), spec.dag_id("monitor")
+    stack.pause(train_dag)
+    queued = stack.trigger(train_dag, conf={"reason": "queued before the drift checks"})
+    windows = [now + dt.timedelta(hours=1), now + dt.timedelta(hours=2)]
+    for end in windows:
+        log_predictions(spec, settings, champion, end, drifted=True)
+    checks = []
+    for end in windows:
+        run_id = stack.trigger(monitor_dag, conf={"window_end": end.isoformat(), "window_minutes": 60})
+        assert stack.wait_for_run(monitor_dag, run_id, timeout=600)["state"] == "success"
+        policy = stack.api(
+            "GET", f"/dags/{monitor_dag}/dagRuns/{run_id}/taskInstances/apply_retrain_policy/xcomEntries/return_value",
+            params={"deserialize": True, "stringify": False},
+        )["value"]
+        states = {ti["task_id"]: ti["state"] for ti in stack.task_instances(monitor_dag, run_id)}
+        checks.append({"policy": policy, "states": states})
+    train_runs = [(r["dag_run_id"], r["state"]) for r in stack.runs(train_dag)]
+    return {"queued": queued, "checks": checks, "train_runs": train_runs}
 
 
 def test_no_warning_is_repeated_in_a_task_log(runs):
@@ -152,3 +182,19 @@ def test_each_decision_is_on_the_first_screen(runs):
         matches = [i for i, r in enumerate(records, 1) if text in str(r.get("event"))]
         assert matches, f"{task_id}: no line with {text!r} in its {len(records)} lines"
         assert matches[0] <= FIRST_SCREEN, f"{task_id}: the decision is line {matches[0]} of {len(records)}"
+
+
+def test_drift_checked_while_a_retrain_is_queued_starts_no_second_one(runs):
+    """The monitor DAG asks Airflow for the model's queued or running train runs
+    (``ti.get_dr_count``); with one queued, real drift in the required windows triggers nothing."""
+    spec, _, results, _ = runs
+    during = results["during_retrain"]
+    first, second = during["checks"]
+    assert not first["policy"]["trigger"] and "not triggering yet" in first["policy"]["reason"], first
+    assert not second["policy"]["trigger"], second
+    assert f"training already queued or running for {spec.name}" in second["policy"]["reason"], second
+    assert f"drift in {spec.drift.consecutive_windows} consecutive windows" in second["policy"]["reason"], second
+    assert second["states"]["trigger_training"] == "skipped", second["states"]
+    # The queued run is still the only one waiting: nothing was added behind it.
+    waiting = [run for run, state in during["train_runs"] if state in ("queued", "running")]
+    assert waiting == [during["queued"]], during["train_runs"]
