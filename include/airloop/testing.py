@@ -183,7 +183,7 @@ class AirflowStack:
         }
 
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self, timeout: float = 120) -> "AirflowStack":
+    def start(self, timeout: float = 300) -> "AirflowStack":
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps({"admin": self.password}))
         airflow = str(Path(sys.executable).parent / "airflow")
@@ -304,6 +304,23 @@ class AirflowStack:
     def unpause(self, dag_id: str) -> None:
         self.wait_for_dag(dag_id)
         self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def run_due(self, dag_id: str) -> bool:
+        """Whether the DAG's schedule has a run due now (the scheduler creates it once unpaused)."""
+        import datetime as dt
+
+        self.wait_for_dag(dag_id)
+        after = self.api("GET", f"/dags/{dag_id}").get("next_dagrun_run_after")
+        return after is not None and dt.datetime.fromisoformat(after) <= dt.datetime.now(dt.timezone.utc)
+
+    def runs_of(self, dag_ids: list[str]) -> list[dict]:
+        """The runs of several DAGs in one request (each with its ``dag_id``)."""
+        body = {"dag_ids": list(dag_ids), "page_limit": 100, "order_by": "run_after"}
+        return self.api("POST", "/dags/~/dagRuns/list", json=body)["dag_runs"]
+
+    def queued_asset_events(self, dag_id: str) -> list[dict]:
+        """Asset events waiting to start a run of ``dag_id`` (Airflow's asset-triggered queue)."""
+        return self.api("GET", f"/dags/{dag_id}/assets/queuedEvents")["queued_events"]
 
     def pause(self, dag_id: str) -> None:
         """Pause a DAG: runs triggered from now on stay queued until it is unpaused."""

@@ -85,44 +85,57 @@ class Demo:
         """This model's DAG id for ``stage`` (``<model>__<stage>``)."""
         return self.spec.dag_id(stage)
 
-    def wait_idle(self, timeout: float | None = None, settle: float = 8) -> None:
-        """Wait until none of this model's DAG runs is queued or running for ``settle`` seconds.
-
-        Runs started by Asset events appear a moment after their producer ends, hence settle.
+    def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until this model's DAGs are idle: no run queued or running, and no Asset event
+        queued to start one (an event waits there between its producer's end and the scheduler
+        creating the consumer's run). Two polls in a row must agree, runs and states alike, so a
+        run created between reading the queue and reading the runs is not missed.
         ``timeout`` defaults to :attr:`idle_timeout`.
         """
         timeout = self.idle_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        quiet_since = None
+        previous = None
         while time.monotonic() < deadline:
-            busy = False
-            for dag_id in self.dag_ids:
-                for run in self.stack.runs(dag_id):
-                    key = f"{dag_id}/{run['dag_run_id']}"
-                    if self.seen.get(key) != run["state"]:
-                        self.seen[key] = run["state"]
-                        self.say(f"      {dag_id:<26} {run['run_type']:<15} {run['state']}")
-                    busy |= run["state"] in ("queued", "running")
-            if busy:
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since >= settle:
+            queued = any(self.stack.queued_asset_events(dag_id) for dag_id in self.dag_ids)
+            runs = set()
+            for run in self.stack.runs_of(self.dag_ids):
+                key = f"{run['dag_id']}/{run['dag_run_id']}"
+                if self.seen.get(key) != run["state"]:
+                    self.seen[key] = run["state"]
+                    self.say(f"      {run['dag_id']:<26} {run['run_type']:<15} {run['state']}")
+                runs.add((key, run["state"]))
+            busy = queued or any(state in ("queued", "running") for _, state in runs)
+            if not busy and runs == previous:
                 return
+            previous = None if busy else runs
             self.pause(2)
         raise TimeoutError(f"DAG runs still busy after {timeout}s")
 
+    def unpause(self, stage: str) -> bool:
+        """Unpause a DAG; True if its schedule has a run due now, which the scheduler starts."""
+        dag_id = self.dag(stage)
+        due = self.stack.run_due(dag_id)
+        self.stack.unpause(dag_id)
+        return due
+
     def unpause_and_run(self, stage: str, conf: dict | None = None) -> None:
-        """Unpause a DAG; if its schedule has a run due the scheduler starts it, else trigger one."""
+        """Unpause a DAG; if its schedule has a run due, wait until the scheduler starts it, else
+        trigger one with ``conf``."""
         dag_id = self.dag(stage)
         before = {r["dag_run_id"] for r in self.stack.runs(dag_id)}
-        self.stack.unpause(dag_id)
-        deadline = time.monotonic() + 20
+        if self.unpause(stage):
+            self.wait_for_new_run(dag_id, before)
+        else:
+            self.stack.trigger(dag_id, conf=conf)
+
+    def wait_for_new_run(self, dag_id: str, before: set[str], timeout: float = 120) -> None:
+        """Wait until ``dag_id`` has a run that is not in ``before`` (a scheduled run was due)."""
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(r["dag_run_id"] not in before for r in self.stack.runs(dag_id)):
                 return
             self.pause(1)
-        self.stack.trigger(dag_id, conf=conf)
+        raise TimeoutError(f"{dag_id}: a scheduled run was due, but none started in {timeout}s")
 
     def last_task_xcom(self, stage: str, task_id: str) -> dict | None:
         """The return value of ``task_id`` in the latest successful run of the stage's DAG that has one."""
@@ -261,9 +274,10 @@ class Demo:
         self.step("serve: clean traffic, labelled afterwards; a drift check finds nothing")
         self.server.wait_ready(timeout=180, sleep=self.pause)
         steps["traffic"] = [self.send_traffic(self.today, drifted=False, label="clean traffic")]
-        self.stack.unpause(self.dag("monitor"))
-        self.pause(3)
-        self.wait_idle()  # the monitor's own daily run, if one was due
+        before = {r["dag_run_id"] for r in self.stack.runs(self.dag("monitor"))}
+        if self.unpause("monitor"):  # the monitor's own daily run is due: let it pass first
+            self.wait_for_new_run(self.dag("monitor"), before)
+        self.wait_idle()
         steps["drift_checks"] = [self.drift_check(since=steps["traffic"][0]["started"])]
 
         self.step(f"drift: {len(self.drift_days)} drifted days land (strength {self.drift.strength}); "
