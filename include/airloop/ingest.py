@@ -86,6 +86,8 @@ class BatchRejected(ValueError):
 
 @dataclass(frozen=True)
 class IngestResult:
+    """One batch through the gate: where it is versioned (DVC md5 and revision), validated and published."""
+
     model: str
     dataset: str
     batch: str
@@ -277,6 +279,8 @@ def read_version(
 
 @dataclass(frozen=True)
 class BatchVersion:
+    """One batch as the data workspace has it versioned: its DVC md5 and revision, validation id and rows."""
+
     batch: str
     md5: str
     rev: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 import yaml
@@ -28,6 +29,8 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
+    """A landing table: its name, file pattern, timestamp column and typed columns."""
+
     name: str
     pattern: str
     timestamp: str
@@ -41,12 +44,16 @@ class DatasetSpec(_Strict):
 
 
 class EntitySpec(_Strict):
+    """A key the model's features are looked up by, and its column."""
+
     name: str
     join_key: str
     description: str = ""
 
 
 class ValidationSpec(_Strict):
+    """The rules a table's batch must pass: required, unique, ranges, categories, row count, time window."""
+
     required: list[str] = Field(default_factory=list)
     unique: list[list[str]] = Field(default_factory=list)
     ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
@@ -204,6 +211,8 @@ class AggregationSpec(_Strict):
 
 
 class FeaturesSpec(_Strict):
+    """The model's features: its Feast service, request fields, declarations, job and aggregations."""
+
     service: str
     # Fields the caller sends at request time: dataset columns, or fields derived below.
     request: list[str] = Field(default_factory=list)
@@ -228,6 +237,8 @@ class FeaturesSpec(_Strict):
 
 
 class EstimatorSpec(_Strict):
+    """The estimator: a dotted class path, its parameters and seed."""
+
     class_: str = Field(alias="class")
     params: dict[str, object] = Field(default_factory=dict)
     seed: int = 42
@@ -241,6 +252,8 @@ class EstimatorSpec(_Strict):
 
 
 class SplitSpec(_Strict):
+    """How training splits time: holdout days, warm-up days and recency weighting."""
+
     holdout_days: int = Field(3, ge=1)
     # The first days of data only fill the features' windows (a 7-day statistic is not yet a
     # 7-day statistic); they are not trained on.
@@ -251,6 +264,8 @@ class SplitSpec(_Strict):
 
 
 class PromotionSpec(_Strict):
+    """The champion/challenger gate: the metric, its direction, the margin to beat and floors."""
+
     metric: str
     # None: the metric's known direction (decisions.known_direction), else greater is better.
     greater_is_better: bool | None = None
@@ -279,6 +294,8 @@ class ColumnDrift(_Strict):
 
 
 class DriftSpec(_Strict):
+    """The drift check and retrain policy: window, tests, thresholds, sampling and the signals needed."""
+
     schedule: str | None = "@daily"
     window_hours: int = Field(24, ge=1)
     drift_share: float = Field(0.5, gt=0, le=1)
@@ -315,11 +332,15 @@ class DriftSpec(_Strict):
 
 
 class SchedulesSpec(_Strict):
+    """The ingest and training DAGs' schedules (None: on demand only)."""
+
     ingest: str | None = "@daily"
     train: str | None = "@weekly"
 
 
 class ModelSpec(_Strict):
+    """One model, as its YAML file declares it: data, features, training, promotion and drift."""
+
     name: str
     description: str = ""
     owner: str = "airloop"
@@ -453,13 +474,16 @@ class ModelSpec(_Strict):
 
     @property
     def registered_model_name(self) -> str:
+        """The model's name in the MLflow registry."""
         return self.name
 
     def dag_id(self, stage: str) -> str:
+        """The id of the model's DAG for ``stage``, e.g. ``my_model__train``."""
         return f"{self.name}__{stage}"
 
 
 def load_spec(path: str | Path) -> ModelSpec:
+    """The spec in ``path``, validated (its name is the file's; its definitions and transform exist)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -506,7 +530,7 @@ def _transform_problem(home: Path, dotted: str) -> str | None:
     return None
 
 
-def import_model_module(spec: ModelSpec, module_name: str):
+def import_model_module(spec: ModelSpec, module_name: str) -> ModuleType:
     """Import ``module_name`` (e.g. ``my_model.jobs``) from the spec's directory.
 
     The directory is first on ``sys.path`` only during the import, and the module must resolve
@@ -535,7 +559,7 @@ def has_example_data(spec: ModelSpec) -> bool:
     return (spec.home / spec.name / f"{EXAMPLE_DATA_MODULE}.py").is_file()
 
 
-def example_data(model: "str | ModelSpec"):
+def example_data(model: "str | ModelSpec") -> ModuleType:
     """The model's example-data module, ``<model>/datagen.py`` beside its spec (a model name
     is looked up in the models directory).
 
@@ -573,6 +597,7 @@ def load_valid_specs(models_dir: str | Path | None = None) -> tuple[list[ModelSp
 
 
 def get_spec(name: str, models_dir: str | Path | None = None) -> ModelSpec:
+    """The spec named ``name`` in the models directory; :class:`SpecError` if there is none."""
     for spec in load_specs(models_dir):
         if spec.name == name:
             return spec
