@@ -3,6 +3,10 @@
 A spec names the dataset and its schema, the entities (lookup keys), the validation rules, the feature
 service, the target, the estimator, the promotion gate and the drift policy. The DAG
 factory builds each model's lifecycle DAGs from its spec; the stage functions read it.
+
+Ingest and validation take one table at a time, a :class:`TableSpec`: the model's events
+(``spec.events``) or one of its reference tables (``spec.reference_tables``,
+``spec.table(name)``), each with its schema, rules and time window.
 """
 
 from __future__ import annotations
@@ -69,21 +73,43 @@ class ValidationSpec(_Strict):
         return sorted({c for c in named if c not in columns})
 
 
-class ReferenceSpec(DatasetSpec):
-    """A table the features read beside the events (attributes by key, or time-keyed values).
-
-    It lands, is validated, versioned and published like an event batch, under its own name.
-    """
+class _RuledTable(DatasetSpec):
+    """A table's schema with its own validation rules (which must name its columns)."""
 
     description: str = ""
     validation: ValidationSpec = ValidationSpec()
 
     @model_validator(mode="after")
-    def _rules_name_columns(self) -> "ReferenceSpec":
+    def _rules_name_columns(self) -> "_RuledTable":
         unknown = self.validation.unknown_columns(self.columns)
         if unknown:
             raise ValueError(f"validation names columns not in {self.name}'s columns: {', '.join(unknown)}")
         return self
+
+
+class ReferenceSpec(_RuledTable):
+    """A table the features read beside the events (attributes by key, or time-keyed values).
+
+    It lands, is validated, versioned and published like an event batch, under its own name.
+    """
+
+
+class TableSpec(_RuledTable):
+    """One table a model lands, as ingest and validation take it: schema, rules and time window.
+
+    The model's event table (:attr:`ModelSpec.events`: ``dataset`` with the model's
+    ``validation``) and each reference table (:attr:`ModelSpec.reference_tables`) have this one
+    shape, so the same gate (typed read, GX suite, DVC versioning, quarantine, offline
+    publishing) serves them all. ``model`` names the model the table belongs to: its validation
+    records and Great Expectations suite carry it.
+    """
+
+    model: str
+
+    @property
+    def window(self) -> Literal["1d"] | None:
+        """The window a batch's timestamps must fall in: "1d" the batch day (UTC), None none."""
+        return self.validation.window
 
 
 TimePart = Literal["hour", "day_of_week", "day_of_month", "month", "minute"]
@@ -444,18 +470,26 @@ class ModelSpec(_Strict):
         """The event dataset's name, then each reference table's: what ingest lands."""
         return [self.dataset.name, *(r.name for r in self.references)]
 
-    def for_dataset(self, name: str) -> "ModelSpec":
-        """The spec as ingest and validation see one of its tables.
+    @property
+    def events(self) -> TableSpec:
+        """The event table: ``dataset`` with the model's ``validation`` rules."""
+        return TableSpec(model=self.name, validation=self.validation, **dict(self.dataset))
 
-        For a reference table: its schema as ``dataset`` and its rules as ``validation``, so
-        the same gate (GX suite, DVC versioning, quarantine, offline publishing) serves it.
-        """
-        if name == self.dataset.name:
-            return self
-        for ref in self.references:
-            if ref.name == name:
-                table = DatasetSpec(name=ref.name, pattern=ref.pattern, timestamp=ref.timestamp, columns=ref.columns)
-                return self.model_copy(update={"dataset": table, "validation": ref.validation})
+    @property
+    def reference_tables(self) -> list[TableSpec]:
+        """Each reference table, with its own rules, in the spec's order."""
+        return [TableSpec(model=self.name, **dict(ref)) for ref in self.references]
+
+    @property
+    def tables(self) -> list[TableSpec]:
+        """The event table, then each reference table: what ingest lands, validates and publishes."""
+        return [self.events, *self.reference_tables]
+
+    def table(self, name: str) -> TableSpec:
+        """The table ``name`` (the events or a reference table); :class:`SpecError` if none."""
+        for table in self.tables:
+            if table.name == name:
+                return table
         raise SpecError(f"{self.name}: no dataset or reference table named {name!r} (known: {self.dataset_names})")
 
     @property

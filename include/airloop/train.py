@@ -366,15 +366,15 @@ def train_model(
     from airloop.ingest import committed_batches
 
     s = settings or get_settings()
-    rev, versions = committed_batches(spec, s)
+    rev, versions = committed_batches(spec.events, s)
     versions = _batches_in_window(versions, start, end)
     if not versions:
         raise ValueError(f"{spec.name}: no validated batches in the data window {start} .. {end}")
     events = read_events(spec, s.offline_dir, [v.batch for v in versions])
     # Reference tables hold what was known up to the window's end; earlier rows still count.
     references = [
-        v for ref in spec.references
-        for v in _batches_in_window(committed_batches(spec.for_dataset(ref.name), s)[1], None, end)
+        v for table in spec.reference_tables
+        for v in _batches_in_window(committed_batches(table, s)[1], None, end)
     ]
     frame = build_dataset(spec, events, s)
     train, holdout = time_split(frame, spec.dataset.timestamp, spec.split.holdout_days, spec.split.warmup_days)
@@ -442,11 +442,11 @@ def reproduce(spec: "ModelSpec", version: str, *, settings: Settings | None = No
         )
         for batch in batches:
             # Records written before reference tables existed name no dataset: the events.
-            table = spec.for_dataset(batch.get("dataset") or spec.dataset.name)
+            table = spec.table(batch.get("dataset") or spec.dataset.name)
             frame, failures = read_typed(table, read_version(table, batch["batch"], rev, s))
             if failures:
                 raise ValueError(f"{batch['batch']} at {rev} no longer reads cleanly: {failures}")
-            out = scratch_settings.offline_dir / table.dataset.name
+            out = scratch_settings.offline_dir / table.name
             out.mkdir(parents=True, exist_ok=True)
             frame.to_parquet(out / f"{Path(batch['batch']).stem}.parquet", index=False)
         features.derive(spec, scratch_settings)

@@ -22,7 +22,7 @@ def collect_facts(spec: "ModelSpec") -> dict:
     from airloop import ingest, registry
 
     s = get_settings()
-    rev, batches = ingest.committed_batches(spec, s)
+    rev, batches = ingest.committed_batches(spec.events, s)
     facts: dict = {
         "dvc_head": rev,
         "validated_batches": [{"batch": b.batch, "rows": b.rows, "md5": b.md5, "rev": b.rev,
