@@ -363,7 +363,7 @@ class _Refused(ValueError):
 
 # What lstat says a landing entry is, for the refusal message.
 _KINDS = (
-    (stat.S_ISLNK, "a symbolic link (links are never followed: deliver the file itself)"),
+    (stat.S_ISLNK, "a symbolic link (links are never followed: land the file itself)"),
     (stat.S_ISDIR, "a directory"),
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISCHR, "a character device"),
@@ -442,7 +442,7 @@ def _quarantine(table: "TableSpec", path: Path, validation: ValidationResult, se
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / path.name
     if os.path.lexists(target):
-        # Keep an earlier rejected delivery of the same day rather than overwrite it.
+        # Keep an earlier rejected batch of the same day rather than overwrite it.
         target = folder / f"{path.stem}.{validation.result_id.rsplit('-', 1)[-1]}{path.suffix}"
     shutil.copyfile(validation.result_json, target.with_suffix(".validation.json"))
     if _move_entry(path, target):
@@ -473,7 +473,7 @@ def _move_entry(path: Path, target: Path) -> bool:
 
 
 def _identity(path: Path, info: os.stat_result) -> list:
-    """What tells a landing entry from a later delivery under the same name (inodes get reused)."""
+    """What tells a landing entry from a later arrival under the same name (inodes get reused)."""
     return [path.name, info.st_dev, info.st_ino, info.st_mode, info.st_ctime_ns]
 
 

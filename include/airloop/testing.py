@@ -120,7 +120,7 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def deferred_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while a process is spawned and recorded; deliver them afterwards.
+    """Hold SIGINT/SIGTERM while a process is spawned and recorded; raise them afterwards.
 
     A Python signal handler that raises (KeyboardInterrupt, the demo's stop) can fire between
     ``Popen`` starting a child and the caller keeping its handle; that child would then be

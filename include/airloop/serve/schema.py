@@ -156,7 +156,7 @@ def batch_request_model(spec: "ModelSpec", max_rows: int) -> type[BaseModel]:
 
 
 class Prediction(BaseModel):
-    """One prediction: for classification the probability of the positive class (late)."""
+    """One prediction: for classification the probability of the positive class (1)."""
 
     prediction: float = Field(
         description="Classification: the probability that the target is 1. Regression: the predicted value."

@@ -5,7 +5,7 @@ or whitespace around a header name is reported as such), and every value must pa
 declared type. Integers must fit int64 and floats must be finite: ``inf``, ``nan`` and
 overflowing values are always refused (the spec has no option to allow them). Bytes that are
 not UTF-8 or NUL bytes are named by column and line. A header that shares no name with the
-spec is not quoted at all: such a file may be anything, e.g. a secrets file delivered by
+spec is not quoted at all: such a file may be anything, e.g. a secrets file landed by
 mistake; everything else is quoted only through :func:`~airloop.validation.result.excerpt`.
 
 The file is read in chunks of rows, each converted to typed columns at once, so reading holds
