@@ -6,7 +6,7 @@ Writes orders batches of growing size (MB, the demo schema: datagen rows repeate
 dir, then measures each size with each reader in a fresh process:
 
 - ``baseline``: ``pandas.read_csv(path)`` with type inference (what a plain loader does);
-- ``airloop``: ``validation.read_typed(spec, path)``, the ingest gate's first layer (parse
+- ``airloop``: ``validation.read_typed(spec.events, path)``, the ingest gate's first layer (parse
   strictly, check the header and every value's type, build the typed frame);
 - ``airloop+gx`` (with ``--gx``): ``validation.run_validation``, i.e. the above plus the Great
   Expectations checkpoint (the 200 MB batch fails its row-count rule but is still checked).
@@ -76,10 +76,10 @@ def measure(reader: str, path: Path) -> dict:
         rows = len(pd.read_csv(path))
         failures: list[str] = []
     elif reader == "airloop":
-        frame, found = validation.read_typed(spec, path)
+        frame, found = validation.read_typed(spec.events, path)
         rows, failures = (len(frame) if frame is not None else 0), [f.describe() for f in found]
     else:
-        result, _ = validation.run_validation(spec, path.name, path, DAY, settings)
+        result, _ = validation.run_validation(spec.events, path.name, path, DAY, settings)
         rows, failures = result.rows or 0, [f.expectation for f in result.failures]
     return {
         "seconds": round(time.perf_counter() - clock, 2),

@@ -1,7 +1,42 @@
 """Airloop: the closed-loop ML library behind the Airloop DAGs.
 
-Stage modules (``ingest``, ``features``, ``train``, ``serve``, ``monitoring``) hold plain
-functions that run without Airflow. Heavy libraries are imported inside those functions.
+Stage modules hold plain functions that run without Airflow; heavy libraries are imported
+inside those functions, so DAG files can import the modules at parse time. The exceptions are
+``bento_service`` and ``feast_online``, which BentoML and Feast load and which import them at
+the top. Import each module by name (``from airloop import ingest``); a package re-exports its
+public names and lists them in its ``__all__``.
+
+Stages, in the order a model lives them:
+
+- ingest: ``ingest`` (the landing gate, DVC versioning, quarantine, publishing) on
+  ``validation`` (a package: the typed CSV read, the Great Expectations suite, the records);
+- features: ``features`` (a package: declared aggregations, the model's job, Feast apply,
+  materialize, training sets, online lookups) on ``daily_windows`` (the day-window engine),
+  ``table_changes`` (what changed since the last refresh) and ``feast_online`` (bulk writes);
+- train: ``train`` (training set, fit, evaluate, log and register) and ``model_inputs``
+  (string inputs encoded inside the model);
+- promotion: ``promotion`` (the champion/challenger gate and rollback);
+- package: ``package`` (the Bento of the champion);
+- serve: ``serve`` (a package: request schema, online lookup and predict, the champion
+  watcher) behind ``bento_service`` (the HTTP service);
+- monitoring: ``monitoring`` (a package: Evidently drift and quality checks, reports, the
+  retrain policy's records).
+
+Shared by the stages:
+
+- ``registry``: the MLflow registry (aliases, history, loading models without pickle);
+- ``prediction_log`` (a package): the prediction store, its writer and readers;
+- ``decisions``: pure decisions (metric direction, promotion, drift verdict, retrain policy);
+- ``spec``: model specs and their tables; ``settings``: all configuration (environment
+  variables); ``errors``: the exceptions; ``fileio``: atomic writes and UTC helpers;
+- ``orchestration``: what DAG files share (Params, assets, callbacks); ``notifiers``: the
+  failure alerts; ``preload``: heavy libraries imported once before tasks fork;
+- ``model_overview``: a model at a glance (registry, service, records) for the UI plugin;
+  ``timeline``: where the loop's wall time goes; ``cli``: small command-line entry points;
+- ``demo`` (a package): the closed loop on one machine; ``testing``: the test and demo harness.
+
+This package's ``__all__`` names ``__version__`` only: listing the modules would make
+``from airloop import *`` import every one of them, BentoML and Feast included.
 """
 
 import os
@@ -21,3 +56,5 @@ for _name, _value in (
     os.environ.setdefault(_name, _value)
 
 __version__ = "0.1.0"
+
+__all__ = ["__version__"]

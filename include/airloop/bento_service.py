@@ -144,12 +144,12 @@ class RequestGuard:
                 return await self._reply(send, 413, self._message(None))
             if not message.get("more_body", False):
                 break
-        delivered = False
+        replayed = False
 
         async def replay():
-            nonlocal delivered
-            if not delivered:
-                delivered = True
+            nonlocal replayed
+            if not replayed:
+                replayed = True
                 return {"type": "http.request", "body": bytes(body), "more_body": False}
             return await receive()
 

@@ -15,6 +15,7 @@ from airloop.settings import WeakSecretError, ensure_dirs, get_settings, require
 
 
 def mlflow_ui(port: int, host: str) -> int:
+    """Replace this process with ``mlflow server`` on the configured tracking store and artifacts."""
     s = ensure_dirs()
     cmd = [
         os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
@@ -28,6 +29,7 @@ def mlflow_ui(port: int, host: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m airloop.cli``: run one sub-command; the exit status."""
     parser = argparse.ArgumentParser(prog="airloop")
     sub = parser.add_subparsers(dest="command", required=True)
     ui = sub.add_parser("mlflow-ui", help="serve the MLflow UI on the configured store")

@@ -53,6 +53,8 @@ class Derived:
 
 @dataclass(frozen=True)
 class WindowsResult(Derived):
+    """What :func:`recompute` did: the output days it wrote and removed, how many it left unchanged."""
+
     written: list[dt.date] = field(default_factory=list)
     unchanged: int = 0
     removed: list[dt.date] = field(default_factory=list)

@@ -47,8 +47,9 @@ if TYPE_CHECKING:
     from feast import FeatureView
     from feast.repo_config import RepoConfig
 
-# ValueProto fields written as fixed-width records: (wire tag byte, little-endian dtype).
-_FIXED_WIDTH = {ValueType.DOUBLE: (0x29, "<f8"), ValueType.FLOAT: (0x35, "<f4")}
+# ValueProto fields written as fixed-width records: (wire tag byte, little-endian dtype). Public so
+# a test can plant a wrong tag and see the check against Feast's own encoding stop the write.
+FIXED_WIDTH = {ValueType.DOUBLE: (0x29, "<f8"), ValueType.FLOAT: (0x35, "<f4")}
 # Types whose SQLite ``value_text`` Feast fills with str(value) (see extract_text_and_num).
 _TEXT_TYPES = {ValueType.INT32, ValueType.INT64, ValueType.DOUBLE, ValueType.FLOAT, ValueType.BOOL}
 
@@ -64,8 +65,8 @@ def encode_values(column: pa.Array | pa.ChunkedArray, value_type: ValueType) -> 
     """Serialized ``ValueProto`` bytes of each value, ``b""`` for nulls (Feast's empty Value)."""
     column = _combined(column)
     n = len(column)
-    if value_type in _FIXED_WIDTH:
-        tag, dtype = _FIXED_WIDTH[value_type]
+    if value_type in FIXED_WIDTH:
+        tag, dtype = FIXED_WIDTH[value_type]
         values = column.fill_null(0).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
         records = np.empty(n, dtype=[("tag", "u1"), ("value", dtype)])
         records["tag"], records["value"] = tag, values
@@ -149,7 +150,7 @@ def _check_values(column: pa.Array, value_type: ValueType, out: list[bytes]) -> 
     if first is None:
         return
     value = column[first].as_py()
-    if value_type in _FIXED_WIDTH and value != value:  # NaN: written as an empty Value
+    if value_type in FIXED_WIDTH and value != value:  # NaN: written as an empty Value
         return
     expected = python_values_to_proto_values([value], value_type)[0].SerializeToString()
     if out[first] != expected:
@@ -184,6 +185,8 @@ class EncodedBatch:
 
 
 class BulkSqliteOnlineStoreConfig(SqliteOnlineStoreConfig):
+    """Feast's SQLite online store settings, naming :class:`BulkSqliteOnlineStore` as the store type."""
+
     type: Literal["airloop.feast_online.BulkSqliteOnlineStore"] = "airloop.feast_online.BulkSqliteOnlineStore"
 
 
@@ -243,6 +246,8 @@ def _key_byte_order(table: "FeatureView", rows: pa.Table, version: int) -> np.nd
 
 
 class BulkRedisOnlineStoreConfig(RedisOnlineStoreConfig):
+    """Feast's Redis online store settings, naming :class:`BulkRedisOnlineStore` as the store type."""
+
     type: Literal["airloop.feast_online.BulkRedisOnlineStore"] = "airloop.feast_online.BulkRedisOnlineStore"
 
 

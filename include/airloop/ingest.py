@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from airloop.settings import Settings
-    from airloop.spec import ModelSpec
+    from airloop.spec import ModelSpec, TableSpec
 
 __all__ = [
     "BatchNameError",
@@ -87,6 +87,8 @@ class BatchRejected(ValueError):
 
 @dataclass(frozen=True)
 class IngestResult:
+    """One batch through the gate: where it is versioned (DVC md5 and revision), validated and published."""
+
     model: str
     dataset: str
     batch: str
@@ -136,15 +138,15 @@ def ingest_batch(spec: "ModelSpec", path: str | Path, settings: "Settings | None
 
     settings = settings or get_settings()
     path = Path(path)
-    spec = _table_of(spec, path)
-    day = batch_day(spec, path)
-    landing = settings.landing_dir / spec.dataset.name
+    table = _table_of(spec, path)
+    day = batch_day(table, path)
+    landing = settings.landing_dir / table.name
     if path.parent.resolve() != landing.resolve():
         raise ValueError(
             f"{str(path)!r} is not in the landing folder {str(landing)!r}: only files there are ingested"
         )
-    relpath = f"{spec.dataset.name}/{path.name}"
-    offline_path = settings.offline_dir / spec.dataset.name / f"{path.stem}.parquet"
+    relpath = f"{table.name}/{path.name}"
+    offline_path = settings.offline_dir / table.name / f"{path.stem}.parquet"
     # The batch is read from a private copy beside its place in the workspace, so what is
     # validated is what gets versioned even if the landing file changes meanwhile.
     copy = settings.dvc_workspace / relpath
@@ -157,12 +159,12 @@ def ingest_batch(spec: "ModelSpec", path: str | Path, settings: "Settings | None
             md5 = _copy_landing_file(path, copy, settings.max_batch_bytes)
         except _Refused as refused:
             failure = Failure(None, refused.expectation, detail=str(refused))
-            validation = record_refusal(spec, path.name, day, failure, settings)
-            quarantined = _quarantine(spec, path, validation, settings)
+            validation = record_refusal(table, path.name, day, failure, settings)
+            quarantined = _quarantine(table, path, validation, settings)
             log.warning("%s refused unread (%s); quarantined at %s", path.name, refused, quarantined)
             raise BatchRejected(validation, quarantined) from None
         try:
-            return _ingest_copy(spec, path, copy, md5, day, relpath, offline_path, settings)
+            return _ingest_copy(table, path, copy, md5, day, relpath, offline_path, settings)
         finally:
             copy.unlink(missing_ok=True)
 
@@ -175,14 +177,14 @@ def _import_libraries() -> None:
     from dvc.repo import Repo  # noqa: F401
 
 
-def _table_of(spec: "ModelSpec", path: Path) -> "ModelSpec":
-    """The spec as seen by the table whose landing folder ``path`` is in (default: the events)."""
+def _table_of(spec: "ModelSpec", path: Path) -> "TableSpec":
+    """The table whose landing folder ``path`` is in (default: the events)."""
     name = path.parent.name
-    return spec.for_dataset(name) if name in spec.dataset_names else spec
+    return spec.table(name) if name in spec.dataset_names else spec.events
 
 
 def _ingest_copy(
-    spec: "ModelSpec",
+    table: "TableSpec",
     path: Path,
     copy: Path,
     md5: str,
@@ -196,15 +198,15 @@ def _ingest_copy(
     if known and known.md5 == md5:
         if not offline_path.exists():
             # A previous run versioned the batch but stopped before publishing the rows.
-            frame, _ = read_typed(spec, copy)
+            frame, _ = read_typed(table, copy)
             _write_parquet(frame, offline_path)
         log.info("%s is already ingested at %s", relpath, known.rev)
-        data_docs = _recorded_data_docs(spec, known.result_id, settings)
-        return _result(spec, path.name, day, known, data_docs, offline_path, already_ingested=True)
+        data_docs = _recorded_data_docs(table, known.result_id, settings)
+        return _result(table, path.name, day, known, data_docs, offline_path, already_ingested=True)
 
-    validation, frame = run_validation(spec, path.name, copy, day, settings)
+    validation, frame = run_validation(table, path.name, copy, day, settings)
     if not validation.success:
-        quarantined = _quarantine(spec, path, validation, settings)
+        quarantined = _quarantine(table, path, validation, settings)
         log.warning("%s quarantined at %s", path.name, quarantined)
         raise BatchRejected(validation, quarantined)
 
@@ -212,7 +214,7 @@ def _ingest_copy(
     _write_parquet(frame, offline_path)
     log.info("%s versioned at %s (md5 %s), %d rows published", relpath, version.rev, version.md5,
              version.rows)
-    return _result(spec, path.name, day, version, validation.data_docs, offline_path,
+    return _result(table, path.name, day, version, validation.data_docs, offline_path,
                    already_ingested=False)
 
 
@@ -230,20 +232,20 @@ def find_pending_batches(
 
     settings = settings or get_settings()
     pending: list[tuple[dt.date, int, Path]] = []
-    for order, name in enumerate(reversed(spec.dataset_names)):
-        pending += [(d, order, p) for d, p in _pending_in(spec.for_dataset(name), settings, day)]
+    for order, table in enumerate(reversed(spec.tables)):
+        pending += [(d, order, p) for d, p in _pending_in(table, settings, day)]
     return [path for *_, path in sorted(pending)]
 
 
-def _pending_in(spec: "ModelSpec", settings: "Settings", day: dt.date | None) -> list[tuple[dt.date, Path]]:
-    """``find_pending_batches`` for the one table ``spec.dataset``."""
+def _pending_in(table: "TableSpec", settings: "Settings", day: dt.date | None) -> list[tuple[dt.date, Path]]:
+    """``find_pending_batches`` for one table."""
     workspace = settings.dvc_workspace
     limit = settings.max_batch_bytes
-    refused = _refused_in_place(spec, settings)
+    refused = _refused_in_place(table, settings)
     pending: list[tuple[dt.date, Path]] = []
-    for path in sorted((settings.landing_dir / spec.dataset.name).glob(spec.dataset.pattern)):
+    for path in sorted((settings.landing_dir / table.name).glob(table.pattern)):
         try:
-            batch = batch_day(spec, path)
+            batch = batch_day(table, path)
         except BatchNameError as exc:
             log.warning("skipping %s", exc)
             continue
@@ -258,14 +260,14 @@ def _pending_in(spec: "ModelSpec", settings: "Settings", day: dt.date | None) ->
         if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
             pending.append((batch, path))
             continue
-        known = _committed_version(workspace, f"{spec.dataset.name}/{path.name}")
+        known = _committed_version(workspace, f"{table.name}/{path.name}")
         if known is None or known.md5 != _landing_md5(path, limit):
             pending.append((batch, path))
     return pending
 
 
 def read_version(
-    spec: "ModelSpec", batch_name: str, rev: str, settings: "Settings | None" = None
+    table: "TableSpec", batch_name: str, rev: str, settings: "Settings | None" = None
 ) -> bytes:
     """The bytes of ``batch_name`` as versioned at git revision ``rev`` of the data workspace."""
     import dvc.api
@@ -274,12 +276,14 @@ def read_version(
 
     settings = settings or get_settings()
     return dvc.api.read(
-        f"{spec.dataset.name}/{batch_name}", repo=str(settings.dvc_workspace), rev=rev, mode="rb"
+        f"{table.name}/{batch_name}", repo=str(settings.dvc_workspace), rev=rev, mode="rb"
     )
 
 
 @dataclass(frozen=True)
 class BatchVersion:
+    """One batch as the data workspace has it versioned: its DVC md5 and revision, validation id and rows."""
+
     batch: str
     md5: str
     rev: str
@@ -288,9 +292,9 @@ class BatchVersion:
     dataset: str = ""
 
 
-def committed_batches(spec: "ModelSpec", settings: "Settings | None" = None) -> tuple[str, list[BatchVersion]]:
-    """The data workspace's HEAD revision and every batch of ``spec.dataset`` versioned there,
-    oldest day first (a reference table's: ``committed_batches(spec.for_dataset(name))``).
+def committed_batches(table: "TableSpec", settings: "Settings | None" = None) -> tuple[str, list[BatchVersion]]:
+    """The data workspace's HEAD revision and every batch of ``table`` versioned there, oldest
+    day first (a model's events: ``committed_batches(spec.events)``).
 
     Together they name the exact data a model is trained on: any batch reads back with
     :func:`read_version` at that revision.
@@ -302,20 +306,20 @@ def committed_batches(spec: "ModelSpec", settings: "Settings | None" = None) -> 
     if not (workspace / ".git").exists():
         return "", []
     head = _git(workspace, "rev-parse", "HEAD")
-    names = _git(workspace, "ls-tree", "--name-only", "HEAD", f"{spec.dataset.name}/").splitlines()
+    names = _git(workspace, "ls-tree", "--name-only", "HEAD", f"{table.name}/").splitlines()
     batches = []
     for name in sorted(n for n in names if n.endswith(".dvc")):
         relpath = name.removesuffix(".dvc")
         version = _committed_version(workspace, relpath)
         if version:
             batches.append(BatchVersion(
-                Path(relpath).name, version.md5, version.rev, version.result_id, version.rows, spec.dataset.name
+                Path(relpath).name, version.md5, version.rev, version.result_id, version.rows, table.name
             ))
     return head, batches
 
 
 def _result(
-    spec: "ModelSpec",
+    table: "TableSpec",
     batch: str,
     day: dt.date,
     version: _Version,
@@ -325,25 +329,25 @@ def _result(
     already_ingested: bool,
 ) -> IngestResult:
     return IngestResult(
-        model=spec.name,
-        dataset=spec.dataset.name,
+        model=table.model,
+        dataset=table.name,
         batch=batch,
         day=day,
         rows=version.rows,
         md5=version.md5,
         dvc_rev=version.rev,
         validation_result_id=version.result_id,
-        validation_page=record_page(spec.dataset.name, version.result_id),
+        validation_page=record_page(table.name, version.result_id),
         data_docs=data_docs,
         offline_path=str(offline_path),
         already_ingested=already_ingested,
     )
 
 
-def _recorded_data_docs(spec: "ModelSpec", result_id: str, settings: "Settings") -> str | None:
+def _recorded_data_docs(table: "TableSpec", result_id: str, settings: "Settings") -> str | None:
     import json
 
-    record = settings.validation_dir / "results" / spec.dataset.name / f"{result_id}.json"
+    record = settings.validation_dir / "results" / table.name / f"{result_id}.json"
     try:
         return json.loads(record.read_text()).get("data_docs")
     except (OSError, ValueError):
@@ -363,7 +367,7 @@ class _Refused(ValueError):
 
 # What lstat says a landing entry is, for the refusal message.
 _KINDS = (
-    (stat.S_ISLNK, "a symbolic link (links are never followed: deliver the file itself)"),
+    (stat.S_ISLNK, "a symbolic link (links are never followed: land the file itself)"),
     (stat.S_ISDIR, "a directory"),
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISCHR, "a character device"),
@@ -436,13 +440,13 @@ def _landing_md5(path: Path, limit: int) -> str | None:
 # --- quarantine ---------------------------------------------------------------------------
 
 
-def _quarantine(spec: "ModelSpec", path: Path, validation: ValidationResult, settings: "Settings") -> Path:
+def _quarantine(table: "TableSpec", path: Path, validation: ValidationResult, settings: "Settings") -> Path:
     """Move a landing entry with its validation record to quarantine; returns where it went."""
-    folder = settings.quarantine_dir / spec.dataset.name
+    folder = settings.quarantine_dir / table.name
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / path.name
     if os.path.lexists(target):
-        # Keep an earlier rejected delivery of the same day rather than overwrite it.
+        # Keep an earlier rejected batch of the same day rather than overwrite it.
         target = folder / f"{path.stem}.{validation.result_id.rsplit('-', 1)[-1]}{path.suffix}"
     shutil.copyfile(validation.result_json, target.with_suffix(".validation.json"))
     if _move_entry(path, target):
@@ -473,13 +477,13 @@ def _move_entry(path: Path, target: Path) -> bool:
 
 
 def _identity(path: Path, info: os.stat_result) -> list:
-    """What tells a landing entry from a later delivery under the same name (inodes get reused)."""
+    """What tells a landing entry from a later arrival under the same name (inodes get reused)."""
     return [path.name, info.st_dev, info.st_ino, info.st_mode, info.st_ctime_ns]
 
 
-def _refused_in_place(spec: "ModelSpec", settings: "Settings") -> list[list]:
+def _refused_in_place(table: "TableSpec", settings: "Settings") -> list[list]:
     """Identities of refused landing entries that could not be moved to quarantine."""
-    record = settings.quarantine_dir / spec.dataset.name / _REFUSED_IN_PLACE
+    record = settings.quarantine_dir / table.name / _REFUSED_IN_PLACE
     if not record.exists():
         return []
     return [json.loads(line)["entry"] for line in record.read_text().splitlines() if line.strip()]

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from datetime import datetime, timezone
+from pathlib import Path
 
 from airflow.sdk import BaseNotifier
 
@@ -19,7 +20,8 @@ from airloop.settings import get_settings
 log = logging.getLogger(__name__)
 
 
-def alerts_file():
+def alerts_file() -> Path:
+    """The JSON-lines file alerts are appended to, under ``AIRLOOP_HOME``."""
     return get_settings().home / "alerts" / "alerts.jsonl"
 
 
@@ -37,7 +39,7 @@ def read_alerts(dag_id: str | None = None) -> list[dict]:
     return [a for a in alerts if dag_id is None or a.get("dag_id") == dag_id]
 
 
-def append_line(path, line: str) -> None:
+def append_line(path: Path, line: str) -> None:
     """Append one line with a single ``write`` on an ``O_APPEND`` descriptor.
 
     Task processes of several DAGs (several models) alert at once: a buffered text-mode append

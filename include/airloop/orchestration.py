@@ -18,6 +18,7 @@ from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 if TYPE_CHECKING:
+    from airloop.notifiers import AlertLogNotifier
     from airloop.spec import ModelSpec
 
 STAGES = ("ingest", "features", "train", "rollback", "package", "monitor")
@@ -72,7 +73,9 @@ def asset_name(spec: "ModelSpec", what: str) -> str:
     return f"{spec.name}__{what}"
 
 
-def dag_kwargs(spec: "ModelSpec", stage: str, *, description: str, schedule, doc_md: str, **extra) -> dict:
+def dag_kwargs(
+    spec: "ModelSpec", stage: str, *, description: str, schedule: Any, doc_md: str, **extra: Any
+) -> dict:
     """The ``@dag`` arguments every Airloop lifecycle DAG shares, plus the stage's own."""
     return {
         "dag_id": spec.dag_id(stage),
@@ -221,7 +224,7 @@ def retrain_conf(policy_task_id: str = RETRAIN_POLICY_TASK) -> dict[str, str]:
     }
 
 
-def failure_alert(spec: "ModelSpec", what: str):
+def failure_alert(spec: "ModelSpec", what: str) -> "AlertLogNotifier":
     """An ``on_failure_callback`` that records the failure as an alert titled ``<model>: <what>``."""
     from airloop.notifiers import AlertLogNotifier
 

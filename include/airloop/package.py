@@ -29,7 +29,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from airloop.prediction_log import safe_url
 from airloop.settings import REPO_ROOT, Settings, environ, get_settings
@@ -68,7 +68,7 @@ class PackagingError(RuntimeError):
     """The champion could not be packaged (no champion, missing sources, ...)."""
 
 
-def pinned_requirements(packages=RUNTIME_PACKAGES, lock: Path = REPO_ROOT / "requirements.lock") -> list[str]:
+def pinned_requirements(packages: Iterable[str] = RUNTIME_PACKAGES, lock: Path = REPO_ROOT / "requirements.lock") -> list[str]:
     """``name[extras]==version`` for each package, versions from the lock file (else unpinned)."""
     versions: dict[str, str] = {}
     if lock.exists():
@@ -224,6 +224,7 @@ def _serving(model: str) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m airloop.package``: build a Bento of a model's champion (or a given version), print its facts."""
     import argparse
 
     from airloop.spec import get_spec, load_specs

@@ -24,7 +24,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from airloop.errors import ModelNotServable, RegistryError, UntrustedModel
 from airloop.settings import Settings, get_settings
@@ -205,7 +205,7 @@ def current_actor() -> str:
 
 
 @contextlib.contextmanager
-def quiet_model_io():
+def quiet_model_io() -> Iterator[None]:
     """Import skops, save, log or load a model without flooding a task log with warnings.
 
     skops finds the module of an object that has none (scipy's ~230 ufuncs when ``skops.io`` is

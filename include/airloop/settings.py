@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +54,8 @@ DEFAULT_INGEST_PARALLELISM = 4
 
 @dataclass(frozen=True)
 class Settings:
+    """Every path, URL and limit Airloop reads from the environment (see :func:`get_settings`)."""
+
     home: Path
     models_dir: Path
     feature_repo: Path
@@ -367,7 +370,7 @@ def ensure_dirs(settings: Settings | None = None) -> Settings:
 
 
 @contextlib.contextmanager
-def environ(values: dict[str, str | None]):
+def environ(values: dict[str, str | None]) -> Iterator[None]:
     """Set (or, with None, unset) environment variables for the block, then restore them."""
     saved = {name: os.environ.get(name) for name in values}
     try:

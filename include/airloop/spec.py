@@ -3,6 +3,10 @@
 A spec names the dataset and its schema, the entities (lookup keys), the validation rules, the feature
 service, the target, the estimator, the promotion gate and the drift policy. The DAG
 factory builds each model's lifecycle DAGs from its spec; the stage functions read it.
+
+Ingest and validation take one table at a time, a :class:`TableSpec`: the model's events
+(``spec.events``) or one of its reference tables (``spec.reference_tables``,
+``spec.table(name)``), each with its schema, rules and time window.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 import yaml
@@ -28,6 +33,8 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
+    """A landing table: its name, file pattern, timestamp column and typed columns."""
+
     name: str
     pattern: str
     timestamp: str
@@ -41,12 +48,16 @@ class DatasetSpec(_Strict):
 
 
 class EntitySpec(_Strict):
+    """A key the model's features are looked up by, and its column."""
+
     name: str
     join_key: str
     description: str = ""
 
 
 class ValidationSpec(_Strict):
+    """The rules a table's batch must pass: required, unique, ranges, categories, row count, time window."""
+
     required: list[str] = Field(default_factory=list)
     unique: list[list[str]] = Field(default_factory=list)
     ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
@@ -62,21 +73,43 @@ class ValidationSpec(_Strict):
         return sorted({c for c in named if c not in columns})
 
 
-class ReferenceSpec(DatasetSpec):
-    """A table the features read beside the events (attributes by key, or time-keyed values).
-
-    It lands, is validated, versioned and published like an event batch, under its own name.
-    """
+class _RuledTable(DatasetSpec):
+    """A table's schema with its own validation rules (which must name its columns)."""
 
     description: str = ""
     validation: ValidationSpec = ValidationSpec()
 
     @model_validator(mode="after")
-    def _rules_name_columns(self) -> "ReferenceSpec":
+    def _rules_name_columns(self) -> "_RuledTable":
         unknown = self.validation.unknown_columns(self.columns)
         if unknown:
             raise ValueError(f"validation names columns not in {self.name}'s columns: {', '.join(unknown)}")
         return self
+
+
+class ReferenceSpec(_RuledTable):
+    """A table the features read beside the events (attributes by key, or time-keyed values).
+
+    It lands, is validated, versioned and published like an event batch, under its own name.
+    """
+
+
+class TableSpec(_RuledTable):
+    """One table a model lands, as ingest and validation take it: schema, rules and time window.
+
+    The model's event table (:attr:`ModelSpec.events`: ``dataset`` with the model's
+    ``validation``) and each reference table (:attr:`ModelSpec.reference_tables`) have this one
+    shape, so the same gate (typed read, GX suite, DVC versioning, quarantine, offline
+    publishing) serves them all. ``model`` names the model the table belongs to: its validation
+    records and Great Expectations suite carry it.
+    """
+
+    model: str
+
+    @property
+    def window(self) -> Literal["1d"] | None:
+        """The window a batch's timestamps must fall in: "1d" the batch day (UTC), None none."""
+        return self.validation.window
 
 
 TimePart = Literal["hour", "day_of_week", "day_of_month", "month", "minute"]
@@ -204,6 +237,8 @@ class AggregationSpec(_Strict):
 
 
 class FeaturesSpec(_Strict):
+    """The model's features: its Feast service, request fields, declarations, job and aggregations."""
+
     service: str
     # Fields the caller sends at request time: dataset columns, or fields derived below.
     request: list[str] = Field(default_factory=list)
@@ -228,6 +263,8 @@ class FeaturesSpec(_Strict):
 
 
 class EstimatorSpec(_Strict):
+    """The estimator: a dotted class path, its parameters and seed."""
+
     class_: str = Field(alias="class")
     params: dict[str, object] = Field(default_factory=dict)
     seed: int = 42
@@ -241,6 +278,8 @@ class EstimatorSpec(_Strict):
 
 
 class SplitSpec(_Strict):
+    """How training splits time: holdout days, warm-up days and recency weighting."""
+
     holdout_days: int = Field(3, ge=1)
     # The first days of data only fill the features' windows (a 7-day statistic is not yet a
     # 7-day statistic); they are not trained on.
@@ -251,6 +290,8 @@ class SplitSpec(_Strict):
 
 
 class PromotionSpec(_Strict):
+    """The champion/challenger gate: the metric, its direction, the margin to beat and floors."""
+
     metric: str
     # None: the metric's known direction (decisions.known_direction), else greater is better.
     greater_is_better: bool | None = None
@@ -279,6 +320,8 @@ class ColumnDrift(_Strict):
 
 
 class DriftSpec(_Strict):
+    """The drift check and retrain policy: window, tests, thresholds, sampling and the signals needed."""
+
     schedule: str | None = "@daily"
     window_hours: int = Field(24, ge=1)
     drift_share: float = Field(0.5, gt=0, le=1)
@@ -315,11 +358,15 @@ class DriftSpec(_Strict):
 
 
 class SchedulesSpec(_Strict):
+    """The ingest and training DAGs' schedules (None: on demand only)."""
+
     ingest: str | None = "@daily"
     train: str | None = "@weekly"
 
 
 class ModelSpec(_Strict):
+    """One model, as its YAML file declares it: data, features, training, promotion and drift."""
+
     name: str
     description: str = ""
     owner: str = "airloop"
@@ -423,18 +470,26 @@ class ModelSpec(_Strict):
         """The event dataset's name, then each reference table's: what ingest lands."""
         return [self.dataset.name, *(r.name for r in self.references)]
 
-    def for_dataset(self, name: str) -> "ModelSpec":
-        """The spec as ingest and validation see one of its tables.
+    @property
+    def events(self) -> TableSpec:
+        """The event table: ``dataset`` with the model's ``validation`` rules."""
+        return TableSpec(model=self.name, validation=self.validation, **dict(self.dataset))
 
-        For a reference table: its schema as ``dataset`` and its rules as ``validation``, so
-        the same gate (GX suite, DVC versioning, quarantine, offline publishing) serves it.
-        """
-        if name == self.dataset.name:
-            return self
-        for ref in self.references:
-            if ref.name == name:
-                table = DatasetSpec(name=ref.name, pattern=ref.pattern, timestamp=ref.timestamp, columns=ref.columns)
-                return self.model_copy(update={"dataset": table, "validation": ref.validation})
+    @property
+    def reference_tables(self) -> list[TableSpec]:
+        """Each reference table, with its own rules, in the spec's order."""
+        return [TableSpec(model=self.name, **dict(ref)) for ref in self.references]
+
+    @property
+    def tables(self) -> list[TableSpec]:
+        """The event table, then each reference table: what ingest lands, validates and publishes."""
+        return [self.events, *self.reference_tables]
+
+    def table(self, name: str) -> TableSpec:
+        """The table ``name`` (the events or a reference table); :class:`SpecError` if none."""
+        for table in self.tables:
+            if table.name == name:
+                return table
         raise SpecError(f"{self.name}: no dataset or reference table named {name!r} (known: {self.dataset_names})")
 
     @property
@@ -453,13 +508,16 @@ class ModelSpec(_Strict):
 
     @property
     def registered_model_name(self) -> str:
+        """The model's name in the MLflow registry."""
         return self.name
 
     def dag_id(self, stage: str) -> str:
+        """The id of the model's DAG for ``stage``, e.g. ``my_model__train``."""
         return f"{self.name}__{stage}"
 
 
 def load_spec(path: str | Path) -> ModelSpec:
+    """The spec in ``path``, validated (its name is the file's; its definitions and transform exist)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -506,7 +564,7 @@ def _transform_problem(home: Path, dotted: str) -> str | None:
     return None
 
 
-def import_model_module(spec: ModelSpec, module_name: str):
+def import_model_module(spec: ModelSpec, module_name: str) -> ModuleType:
     """Import ``module_name`` (e.g. ``my_model.jobs``) from the spec's directory.
 
     The directory is first on ``sys.path`` only during the import, and the module must resolve
@@ -535,7 +593,7 @@ def has_example_data(spec: ModelSpec) -> bool:
     return (spec.home / spec.name / f"{EXAMPLE_DATA_MODULE}.py").is_file()
 
 
-def example_data(model: "str | ModelSpec"):
+def example_data(model: "str | ModelSpec") -> ModuleType:
     """The model's example-data module, ``<model>/datagen.py`` beside its spec (a model name
     is looked up in the models directory).
 
@@ -573,6 +631,7 @@ def load_valid_specs(models_dir: str | Path | None = None) -> tuple[list[ModelSp
 
 
 def get_spec(name: str, models_dir: str | Path | None = None) -> ModelSpec:
+    """The spec named ``name`` in the models directory; :class:`SpecError` if there is none."""
     for spec in load_specs(models_dir):
         if spec.name == name:
             return spec

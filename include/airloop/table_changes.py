@@ -68,8 +68,8 @@ def changed_tables(spec: "ModelSpec", settings: "Settings") -> TableChanges:
     snapshot: Snapshot = {}
     earliest: list[dt.datetime] = []
     changed: list[str] = []
-    for name in spec.dataset_names:
-        table = spec.for_dataset(name).dataset
+    for table in spec.tables:
+        name = table.name
         directory = settings.offline_dir / name
         snapshot[name] = _files(directory)
         known = recorded.get(name, {})

@@ -23,11 +23,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from airloop.settings import REPO_ROOT
 
 if TYPE_CHECKING:
+    from airflow.sdk import DAG
+
     from airloop.settings import Settings
 
 _MIGRATED: set[str] = set()
@@ -48,7 +51,8 @@ def migrate_db() -> None:
     _MIGRATED.add(url)
 
 
-def load_dag(dag_id: str, dags_folder: Path | None = None):
+def load_dag(dag_id: str, dags_folder: Path | None = None) -> "DAG":
+    """The DAG ``dag_id`` parsed from ``dags_folder`` (the project's by default); fails on any import error."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(dags_folder or REPO_ROOT / "dags"), safe_mode=False)
@@ -61,6 +65,8 @@ def load_dag(dag_id: str, dags_folder: Path | None = None):
 
 @dataclass
 class DagRunResult:
+    """A finished DAG run: its state and each task's (mapped tasks as ``task[i]``)."""
+
     dag_id: str
     run_id: str
     state: str
@@ -91,7 +97,9 @@ def run_dag(dag_id: str, conf: dict | None = None) -> DagRunResult:
     return DagRunResult(dag_id=dag_id, run_id=dag_run.run_id, state=str(dag_run.state), tasks=tasks)
 
 
-def run_demo(home: Path, args: list[str] = (), *, quiet: bool = False, timeout: float | None = None):
+def run_demo(
+    home: Path, args: Sequence[str] = (), *, quiet: bool = False, timeout: float | None = None
+) -> tuple[subprocess.CompletedProcess, dict]:
     """``python -m airloop.demo`` in its own AIRLOOP_HOME, with none of this process's Airloop,
     Airflow or MLflow settings. Returns the finished process and the demo's summary."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRLOOP_", "AIRFLOW_", "AIRFLOW__", "MLFLOW_"))}
@@ -104,14 +112,15 @@ def run_demo(home: Path, args: list[str] = (), *, quiet: bool = False, timeout: 
 
 
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picked it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
-def deferred_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
-    """Hold SIGINT/SIGTERM while a process is spawned and recorded; deliver them afterwards.
+def deferred_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while a process is spawned and recorded; raise them afterwards.
 
     A Python signal handler that raises (KeyboardInterrupt, the demo's stop) can fire between
     ``Popen`` starting a child and the caller keeping its handle; that child would then be

@@ -17,6 +17,7 @@ SERVED_TASK = "confirm_served"
 
 
 def parse_time(value: str | dt.datetime) -> dt.datetime:
+    """A datetime as given, or parsed from ISO 8601 (a trailing ``Z`` read as UTC)."""
     if isinstance(value, dt.datetime):
         return value
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))

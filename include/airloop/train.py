@@ -23,6 +23,7 @@ from airloop.registry import HOLDOUT_ARTIFACT, REFERENCE_ARTIFACT
 from airloop.settings import REPO_ROOT, Settings, get_settings
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from airloop.spec import ModelSpec
@@ -47,6 +48,8 @@ class Lineage:
 
 @dataclass
 class TrainResult:
+    """One training run: the registered version, its holdout metrics, the gate's decision and lineage."""
+
     model_name: str
     version: str
     run_id: str
@@ -64,7 +67,9 @@ class TrainResult:
 # -- pure training -----------------------------------------------------------------------
 
 
-def time_split(frame: "pd.DataFrame", timestamp: str, holdout_days: int, warmup_days: int = 0):
+def time_split(
+    frame: "pd.DataFrame", timestamp: str, holdout_days: int, warmup_days: int = 0
+) -> "tuple[pd.DataFrame, pd.DataFrame]":
     """Train on everything before the last ``holdout_days`` days; never shuffle across.
 
     Rows of the first ``warmup_days`` days of ``frame`` are left out of both.
@@ -83,7 +88,7 @@ def time_split(frame: "pd.DataFrame", timestamp: str, holdout_days: int, warmup_
     return train.sort_values(timestamp), holdout.sort_values(timestamp)
 
 
-def make_estimator(spec: "ModelSpec", inputs: "pd.DataFrame | None" = None):
+def make_estimator(spec: "ModelSpec", inputs: "pd.DataFrame | None" = None) -> Any:
     """The spec's estimator, unfitted; with ``inputs`` (the training inputs), ready for them.
 
     When some input column holds strings, the estimator comes behind an encoder of those
@@ -104,7 +109,10 @@ def make_estimator(spec: "ModelSpec", inputs: "pd.DataFrame | None" = None):
     return encode_inputs(estimator, inputs)
 
 
-def evaluate(spec: "ModelSpec", model, X: "pd.DataFrame", y) -> dict[str, float]:
+def evaluate(spec: "ModelSpec", model: Any, X: "pd.DataFrame", y: "pd.Series") -> dict[str, float]:
+    """The model's metrics on ``X``, ``y``. A classifier: roc_auc, pr_auc, log_loss, brier and
+    accuracy (at 0.5) of its probability of class 1, and the positive rate; a regressor: rmse,
+    mae and r2."""
     from sklearn import metrics as m
 
     if spec.task == "classification":
@@ -133,7 +141,7 @@ def feature_columns(spec: "ModelSpec", frame: "pd.DataFrame") -> list[str]:
     return [c for c in frame.columns if c not in excluded]
 
 
-def recency_weights(spec: "ModelSpec", train: "pd.DataFrame"):
+def recency_weights(spec: "ModelSpec", train: "pd.DataFrame") -> "np.ndarray | None":
     """Per-row sample weights from ``split.recency_half_life_days`` (None: unweighted).
 
     After drift the newest days describe the world the model will serve; halving a day's
@@ -149,7 +157,7 @@ def recency_weights(spec: "ModelSpec", train: "pd.DataFrame"):
     return 0.5 ** (age / half_life)
 
 
-def fit(spec: "ModelSpec", train: "pd.DataFrame", columns: list[str]):
+def fit(spec: "ModelSpec", train: "pd.DataFrame", columns: list[str]) -> Any:
     """Fit the spec's estimator (behind an encoder if some input holds strings) on ``columns``."""
     from airloop.model_inputs import fit_params
 
@@ -164,6 +172,7 @@ def fit(spec: "ModelSpec", train: "pd.DataFrame", columns: list[str]):
 
 
 def code_version() -> str:
+    """The project's git commit (``git rev-parse HEAD``), or "" outside a git checkout."""
     try:
         out = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
@@ -218,7 +227,7 @@ def _log_plots(spec: "ModelSpec", model, X, y, columns: list[str], out_dir: Path
 @registry.quiet_model_io()  # skops' module scans would write ~1,160 warnings into the task log
 def log_training_run(
     spec: "ModelSpec",
-    model,
+    model: Any,
     train: "pd.DataFrame",
     holdout: "pd.DataFrame",
     columns: list[str],
@@ -227,7 +236,7 @@ def log_training_run(
     settings: Settings,
     *,
     batches: list[dict] | None = None,
-):
+) -> tuple[str, str]:
     """Log params, metrics, plots, data and the model; register a new version."""
     import mlflow
     from mlflow.models import infer_signature
@@ -357,15 +366,15 @@ def train_model(
     from airloop.ingest import committed_batches
 
     s = settings or get_settings()
-    rev, versions = committed_batches(spec, s)
+    rev, versions = committed_batches(spec.events, s)
     versions = _batches_in_window(versions, start, end)
     if not versions:
         raise ValueError(f"{spec.name}: no validated batches in the data window {start} .. {end}")
     events = read_events(spec, s.offline_dir, [v.batch for v in versions])
     # Reference tables hold what was known up to the window's end; earlier rows still count.
     references = [
-        v for ref in spec.references
-        for v in _batches_in_window(committed_batches(spec.for_dataset(ref.name), s)[1], None, end)
+        v for table in spec.reference_tables
+        for v in _batches_in_window(committed_batches(table, s)[1], None, end)
     ]
     frame = build_dataset(spec, events, s)
     train, holdout = time_split(frame, spec.dataset.timestamp, spec.split.holdout_days, spec.split.warmup_days)
@@ -433,11 +442,11 @@ def reproduce(spec: "ModelSpec", version: str, *, settings: Settings | None = No
         )
         for batch in batches:
             # Records written before reference tables existed name no dataset: the events.
-            table = spec.for_dataset(batch.get("dataset") or spec.dataset.name)
+            table = spec.table(batch.get("dataset") or spec.dataset.name)
             frame, failures = read_typed(table, read_version(table, batch["batch"], rev, s))
             if failures:
                 raise ValueError(f"{batch['batch']} at {rev} no longer reads cleanly: {failures}")
-            out = scratch_settings.offline_dir / table.dataset.name
+            out = scratch_settings.offline_dir / table.name
             out.mkdir(parents=True, exist_ok=True)
             frame.to_parquet(out / f"{Path(batch['batch']).stem}.parquet", index=False)
         features.derive(spec, scratch_settings)

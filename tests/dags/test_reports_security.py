@@ -193,7 +193,7 @@ def refused_batch_record():
     row = {name: "1" for name in spec.dataset.columns}
     row.update(order_id="o1", restaurant_id=HOSTILE_CELL, event_timestamp="2026-10-01T10:00:00Z", zone="center")
     data = f"{header}\n{','.join(row[name] for name in spec.dataset.columns)}\n".encode()
-    result, frame = run_validation(spec, "orders_2026-10-01.csv", data, dt.date(2026, 10, 1))
+    result, frame = run_validation(spec.events, "orders_2026-10-01.csv", data, dt.date(2026, 10, 1))
     assert not result.success and frame is None
     return result
 

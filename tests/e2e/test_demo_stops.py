@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STOP_WITHIN = 60  # seconds from the signal to the demo's exit
 # The smallest demo the CLI allows (the third clean day carries the defect); it never gets far.
-SMALL = ["--clean-days", "3", "--drift-days", "1", "--orders-per-day", "150", "--traffic", "20"]
+SMALL = ["--clean-days", "3", "--drift-days", "1", "--rows-per-day", "150", "--traffic", "20"]
 
 
 def _ignore_sigint() -> None:

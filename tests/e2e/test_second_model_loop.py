@@ -65,8 +65,8 @@ def test_reference_tables_were_gated_versioned_and_are_in_the_lineage(loop):
 
     with environ({"AIRLOOP_HOME": str(home), "MLFLOW_TRACKING_URI": None}):
         settings, spec = get_settings(), get_spec("trip_duration")
-        _, weather = ingest.committed_batches(spec.for_dataset("zone_weather"), settings)
-        _, fleet = ingest.committed_batches(spec.for_dataset("vehicles"), settings)
+        _, weather = ingest.committed_batches(spec.table("zone_weather"), settings)
+        _, fleet = ingest.committed_batches(spec.table("vehicles"), settings)
         assert len(weather) == CLEAN_DAYS + DRIFT_DAYS and len(fleet) == 1
         client = registry.client(settings)
         champion = registry.champion_version(spec, settings)

@@ -515,7 +515,7 @@ class NativeStack:
             while pending and not self._stopping.is_set():
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"services not started after {timeout}s: {pending}\n{self.status()}")
-                self._check_processes()
+                self.check_processes()
                 for name in list(pending):
                     if self._deps_ready(name):
                         with self._lock:
@@ -589,7 +589,8 @@ class NativeStack:
             if result.returncode != 0:
                 raise RuntimeError(f"{script.name} failed:\n{result.stdout}{result.stderr}")
 
-    def _check_processes(self) -> None:
+    def check_processes(self) -> None:
+        """Note each service that has exited since the last look; raise if it failed or should still run."""
         for svc in self.services.values():
             if svc.proc is None or svc.exited is not None:
                 continue
@@ -801,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"state and logs under {workdir}; Ctrl-C stops everything and drops the databases", flush=True)
         while True:
             time.sleep(5)
-            stack._check_processes()
+            stack.check_processes()
     except KeyboardInterrupt:
         pass
     finally:

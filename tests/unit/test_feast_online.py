@@ -211,7 +211,7 @@ def test_a_feast_encoding_change_is_caught_not_written(monkeypatch):
 
     from airloop import feast_online
 
-    monkeypatch.setitem(feast_online._FIXED_WIDTH, ValueType.DOUBLE, (0x31, "<f8"))  # a wrong tag
+    monkeypatch.setitem(feast_online.FIXED_WIDTH, ValueType.DOUBLE, (0x31, "<f8"))  # a wrong tag
     with pytest.raises(feast_online.EncodingMismatch, match="DOUBLE"):
         feast_online.encode_values(pa.array([1.5]), ValueType.DOUBLE)
 

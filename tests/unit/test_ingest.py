@@ -89,7 +89,7 @@ def test_clean_batch_is_validated_versioned_and_published(settings, demo_spec):
     assert not result.already_ingested
     assert (result.batch, result.day) == (path.name, DAY)
     assert result.md5 == hashlib.md5(data).hexdigest()
-    assert read_version(demo_spec, path.name, result.dvc_rev, settings) == data
+    assert read_version(demo_spec.events, path.name, result.dvc_rev, settings) == data
     # The commit names the batch and the validation run that let it through.
     message = _git(settings, "log", "-1", "--format=%B", result.dvc_rev)
     assert path.name in message and result.validation_result_id in message
@@ -121,12 +121,12 @@ def test_every_recorded_version_reads_back(settings, demo_spec):
 
     assert len({first.dvc_rev, next_day.dvc_rev, redelivered.dvc_rev}) == 3
     assert redelivered.md5 != first.md5 and not redelivered.already_ingested
-    assert read_version(demo_spec, first.batch, first.dvc_rev, settings) == first_bytes
-    assert read_version(demo_spec, first.batch, next_day.dvc_rev, settings) == first_bytes
-    assert read_version(demo_spec, first.batch, redelivered.dvc_rev, settings) == redelivered_bytes
+    assert read_version(demo_spec.events, first.batch, first.dvc_rev, settings) == first_bytes
+    assert read_version(demo_spec.events, first.batch, next_day.dvc_rev, settings) == first_bytes
+    assert read_version(demo_spec.events, first.batch, redelivered.dvc_rev, settings) == redelivered_bytes
     # Every version is on the DVC remote too: it reads back without the local cache.
     shutil.rmtree(settings.dvc_workspace / ".dvc" / "cache")
-    assert read_version(demo_spec, first.batch, first.dvc_rev, settings) == first_bytes
+    assert read_version(demo_spec.events, first.batch, first.dvc_rev, settings) == first_bytes
     assert len(pd.read_parquet(redelivered.offline_path)) == redelivered.rows
 
 

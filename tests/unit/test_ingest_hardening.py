@@ -70,7 +70,7 @@ def _deadline(seconds: int):
 
 
 def _nothing_published(settings, spec) -> None:
-    assert committed_batches(spec, settings)[1] == []
+    assert committed_batches(spec.events, settings)[1] == []
     assert not list(settings.offline_dir.rglob("*.parquet"))
 
 
@@ -349,7 +349,7 @@ def test_rejected_content_never_reaches_messages_records_logs_or_alerts(
     ("distance_km", "1_0", "are not float"),
 ])
 def test_values_that_do_not_fit_are_refused_with_the_column_named(demo_spec, column, value, wording):
-    frame, failures = read_typed(demo_spec, _with_cell(_clean_bytes(), column, value))
+    frame, failures = read_typed(demo_spec.events, _with_cell(_clean_bytes(), column, value))
 
     assert frame is None
     failure, = failures
@@ -368,7 +368,7 @@ def test_values_that_do_not_fit_are_refused_with_the_column_named(demo_spec, col
     ("promised_minutes", "-0.5e-3", -0.0005),
 ])
 def test_values_at_the_edges_are_kept_exactly(demo_spec, column, value, expected):
-    frame, failures = read_typed(demo_spec, _with_cell(_clean_bytes(), column, value))
+    frame, failures = read_typed(demo_spec.events, _with_cell(_clean_bytes(), column, value))
 
     assert failures == []
     stored = frame[column].loc[4]  # the index is the line number
@@ -401,14 +401,14 @@ def test_huge_ids_and_infinities_are_quarantined_not_stored(settings, demo_spec)
 ])
 def test_bom_and_whitespace_in_the_header_are_named(demo_spec, header, expected):
     data = _clean_bytes()
-    frame, failures = read_typed(demo_spec, header.encode() + data[len("order_id"):])
+    frame, failures = read_typed(demo_spec.events, header.encode() + data[len("order_id"):])
 
     assert frame is None
     assert [f.describe() for f in failures] == [expected]  # not a missing + undeclared pair
 
 
 def test_a_header_sharing_no_column_is_not_quoted(demo_spec):
-    frame, failures = read_typed(demo_spec, SECRETS)
+    frame, failures = read_typed(demo_spec.events, SECRETS)
 
     failure, = failures
     assert failure.column is None and failure.examples == []
@@ -588,7 +588,7 @@ def test_fuzzed_batches_are_read_intact_or_refused_with_the_column_named(demo_sp
     outcomes = {"accepted": 0, "refused": 0}
     for _ in range(800):
         data, applied = _mutate(rng, rows, demo_spec.dataset.columns)
-        frame, failures = read_typed(demo_spec, data)
+        frame, failures = read_typed(demo_spec.events, data)
         try:
             _check_outcome(demo_spec, data, applied, frame, failures)
         except (AssertionError, ValueError) as exc:

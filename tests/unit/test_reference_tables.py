@@ -85,10 +85,12 @@ def test_reference_rules_naming_unknown_columns_fail_at_load(tmp_path):
         _spec_with(tmp_path / "b", [clash])
     spec = _spec_with(tmp_path / "c", [KITCHENS])
     with pytest.raises(SpecError, match="no dataset or reference table named 'menus'"):
-        spec.for_dataset("menus")
-    assert spec.dataset_names == ["orders", "kitchens"]
-    assert spec.for_dataset("kitchens").dataset.timestamp == "opened_at"
-    assert spec.for_dataset("orders") is spec
+        spec.table("menus")
+    assert spec.dataset_names == [t.name for t in spec.tables] == ["orders", "kitchens"]
+    kitchens = spec.table("kitchens")
+    assert (kitchens.model, kitchens.timestamp, kitchens.window) == ("late_delivery", "opened_at", None)
+    assert spec.table("orders") == spec.events
+    assert (spec.events.columns, spec.events.validation) == (spec.dataset.columns, spec.validation)
 
 
 def test_reference_batches_are_gated_versioned_and_published(tmp_path, settings):
@@ -106,11 +108,11 @@ def test_reference_batches_are_gated_versioned_and_published(tmp_path, settings)
     published = pd.read_parquet(results["kitchens"].offline_path)
     assert Path(results["kitchens"].offline_path).parent == settings.offline_dir / "kitchens"
     assert str(published["opened_at"].dtype) == "datetime64[ns, UTC]"
-    assert read_version(spec.for_dataset("kitchens"), kitchens.name, results["kitchens"].dvc_rev, settings) == kitchens.read_bytes()
+    assert read_version(spec.table("kitchens"), kitchens.name, results["kitchens"].dvc_rev, settings) == kitchens.read_bytes()
     record = json.loads((settings.validation_dir / "results" / "kitchens"
                          / f"{results['kitchens'].validation_result_id}.json").read_text())
     assert record["success"] and record["model"] == "late_delivery"
-    rev, versions = committed_batches(spec.for_dataset("zone_load"), settings)
+    rev, versions = committed_batches(spec.table("zone_load"), settings)
     assert [(v.batch, v.dataset) for v in versions] == [(load.name, "zone_load")]
     assert find_pending_batches(spec, settings) == []
 
@@ -134,7 +136,7 @@ def test_a_reference_batch_that_fails_its_rules_is_quarantined(tmp_path, setting
     with pytest.raises(BatchRejected, match="hour_start"):
         ingest_batch(spec, bad_hourly, settings)
     assert not (settings.offline_dir / "kitchens").exists() or not any((settings.offline_dir / "kitchens").iterdir())
-    assert committed_batches(spec.for_dataset("kitchens"), settings)[1] == []
+    assert committed_batches(spec.table("kitchens"), settings)[1] == []
 
 
 def test_changed_tables_reports_new_and_rewritten_files_from_their_earliest_row(tmp_path, settings):

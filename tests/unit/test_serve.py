@@ -399,7 +399,7 @@ def test_predictor_holds_the_feature_service_between_registry_reads(demo, monkey
     fresh = serve.Predictor(demo.spec, demo.settings, store=demo.store, poll_seconds=3600)
     fresh.watcher.refresh()
     monkeypatch.setattr(demo.store, "get_feature_service", registry_down)
-    predictor._service_seconds = 0  # due for a re-read: it fails, the service read last keeps serving
+    predictor.service_seconds = 0  # due for a re-read: it fails, the service read last keeps serving
     assert [s.prediction for s in predictor.predict(rows)] == pytest.approx(expected)
     with pytest.raises(errors.FeatureLookupError, match="registry unreachable") as err:
         fresh.predict(rows)  # never read it: nothing to fall back on

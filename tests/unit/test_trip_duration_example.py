@@ -138,7 +138,7 @@ def test_values_stay_inside_the_spec_ranges_even_under_full_drift():
         "vehicles": datagen.vehicles_table(),
     }
     for name, frame in tables.items():
-        rules = SPEC.for_dataset(name).validation
+        rules = SPEC.table(name).validation
         for column, (low, high) in rules.ranges.items():
             assert frame[column].between(low, high).all(), (name, column, frame[column].agg(["min", "max"]))
         for column, allowed in rules.categories.items():
@@ -155,14 +155,14 @@ def test_every_generated_file_passes_the_library_validation(settings):
         "vehicles": [datagen.vehicles_table()],
     }
     for name, frames in batches.items():
-        table = SPEC.for_dataset(name)
+        table = SPEC.table(name)
         for frame in frames:
             data = to_csv_bytes(frame)
             typed, failures = validation.read_typed(table, data)
             assert failures == [] and len(typed) == len(frame)
             result, published = validation.run_validation(table, f"{name}_{DAY0}.csv", data, DAY0, settings)
             assert result.success, result.summary()
-            assert published is not None and list(published.columns) == list(table.dataset.columns)
+            assert published is not None and list(published.columns) == list(table.columns)
 
 
 def test_the_generator_runs_as_a_script(tmp_path):
@@ -366,7 +366,7 @@ HISTORY_DAYS = 9
 
 def publish(settings: Settings, name: str, day: dt.date, frame: pd.DataFrame) -> None:
     """What ingest publishes for a table that passed: the library's typed read of the CSV."""
-    typed, failures = validation.read_typed(SPEC.for_dataset(name), to_csv_bytes(frame))
+    typed, failures = validation.read_typed(SPEC.table(name), to_csv_bytes(frame))
     assert failures == []
     out = settings.offline_dir / name
     out.mkdir(parents=True, exist_ok=True)

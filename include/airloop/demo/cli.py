@@ -54,7 +54,7 @@ def _main(argv: list[str] | None, signals: StopSignals) -> int:
     parser.add_argument("--clean-days", type=int, default=14)
     parser.add_argument("--drift-days", type=int, default=5)
     parser.add_argument("--drift-strength", type=float, default=0.6)
-    parser.add_argument("--rows-per-day", "--orders-per-day", type=int, default=None,
+    parser.add_argument("--rows-per-day", type=int, default=None,
                         help="events per daily batch (default: the example's own)")
     parser.add_argument("--traffic", type=int, default=800, help="requests served per traffic wave")
     parser.add_argument("--traffic-of", type=_model_count, action="append", metavar="MODEL=N",

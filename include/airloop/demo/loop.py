@@ -254,7 +254,7 @@ class Demo:
             for line in alert["message"].splitlines()[1:3]:
                 self.say("      " + line)
         self.land_day(self.clean_days[2])
-        self.say(f"      the corrected {self.clean_days[2]} batch is re-delivered and ingested by date")
+        self.say(f"      the corrected {self.clean_days[2]} batch lands again and is ingested by date")
         self.stack.trigger(self.dag("ingest"), conf={"batch_date": self.clean_days[2].isoformat()})
         self.wait_idle()
         features_runs = len(self.stack.runs(self.dag("features")))

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airloop.settings import get_settings
+
+if TYPE_CHECKING:
+    from airloop.spec import ModelSpec
+    from airloop.testing import AirflowStack
 
 
 def say(text: str) -> None:
@@ -12,12 +17,12 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def collect_facts(spec) -> dict:
+def collect_facts(spec: "ModelSpec") -> dict:
     """Ids read back from the stores themselves: DVC, quarantine, MLflow registry."""
     from airloop import ingest, registry
 
     s = get_settings()
-    rev, batches = ingest.committed_batches(spec, s)
+    rev, batches = ingest.committed_batches(spec.events, s)
     facts: dict = {
         "dvc_head": rev,
         "validated_batches": [{"batch": b.batch, "rows": b.rows, "md5": b.md5, "rev": b.rev,
@@ -42,7 +47,7 @@ def collect_facts(spec) -> dict:
     return facts
 
 
-def asset_event_facts(stack) -> dict:
+def asset_event_facts(stack: "AirflowStack") -> dict:
     """Every asset event the Airflow ``stack`` recorded (each names its source DAG run and the
     runs it created), read back before the stack stops: what tells whether two models' loops mixed."""
     keep = ("name", "uri", "source_dag_id", "source_run_id", "timestamp")

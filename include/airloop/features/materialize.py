@@ -17,7 +17,9 @@ from airloop.fileio import as_utc
 from airloop.settings import Settings, get_settings
 
 if TYPE_CHECKING:
-    from feast import FeatureStore
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    from feast import FeatureStore, FeatureView
 
     from airloop.spec import ModelSpec
 
@@ -29,6 +31,8 @@ DEFAULT_MAX_ROWS_PER_CHUNK = 5_000_000
 
 @dataclass(frozen=True)
 class MaterializedChunk:
+    """One feature view's time chunk (start, end] written to the online store."""
+
     feature_view: str
     start: dt.datetime  # exclusive
     end: dt.datetime  # inclusive
@@ -38,6 +42,8 @@ class MaterializedChunk:
 
 @dataclass(frozen=True)
 class MaterializeResult:
+    """A materialization up to ``end``: its chunks and the time it took."""
+
     end: dt.datetime
     chunks: list[MaterializedChunk] = field(default_factory=list)
     seconds: float = 0.0
@@ -248,7 +254,7 @@ def _plan_chunks(fv, intervals: list, max_rows: int | None, dataset) -> list:
     return merged
 
 
-def source_dataset(fv):
+def source_dataset(fv: "FeatureView") -> "ds.Dataset | None":
     """The parquet dataset of a local FileSource (None if the source is not one)."""
     import pyarrow.dataset as ds
     from feast import FileSource
@@ -288,7 +294,9 @@ def _rows_per_interval(fv, intervals: list, dataset) -> list[int] | None:
     return counts.tolist()
 
 
-def latest_rows(fv, dataset, lower: dt.datetime, upper: dt.datetime, merge_rows: int = 1_000_000):
+def latest_rows(
+    fv: "FeatureView", dataset: "ds.Dataset", lower: dt.datetime, upper: dt.datetime, merge_rows: int = 1_000_000
+) -> "pa.Table | None":
     """The newest source row of each entity stamped in (lower, upper], as an arrow table.
 
     What Feast's ``pull_latest_from_table_or_query`` returns for the same bounds: rows are

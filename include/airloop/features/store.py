@@ -12,6 +12,7 @@ from airloop.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
+    from feast.repo_config import RepoConfig
     from feast.repo_contents import RepoContents
 
     from airloop.spec import ModelSpec
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 _DIGEST_TAG = "airloop.definitions_sha256"
 
 
-def repo_config(settings: Settings | None = None, *, write_batch_size: int | None = None):
+def repo_config(settings: Settings | None = None, *, write_batch_size: int | None = None) -> "RepoConfig":
     """The Feast ``RepoConfig`` for these settings.
 
     ``feature_store.yaml`` supplies the project and materialization options (and stays valid
@@ -88,6 +89,7 @@ def _redis_connection_string(url: str) -> str:
 
 
 def get_store(settings: Settings | None = None, *, write_batch_size: int | None = None) -> "FeatureStore":
+    """A Feast ``FeatureStore`` on :func:`repo_config` (its local registry and online store directories created)."""
     from feast import FeatureStore
 
     s = settings or get_settings()

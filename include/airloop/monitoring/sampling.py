@@ -27,14 +27,14 @@ def sample_rows(frame: pd.DataFrame, size: int | None, seed: int) -> pd.DataFram
     return frame.sample(n=size, random_state=seed % 2**32)
 
 
-def is_numeric(series) -> bool:
+def is_numeric(series: pd.Series) -> bool:
     """Whether a column is compared as numbers (booleans are categories)."""
     import pandas as pd
 
     return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
 
-def sampling_error(sample, reference, method: str | None, *, population: int) -> float | None:
+def sampling_error(sample: pd.Series, reference: pd.Series, method: str | None, *, population: int) -> float | None:
     """Bound on the expected |score(sample) - score(whole window)| for one column, or None.
 
     The score is a distance d(current, reference) and a metric, so the error is at most

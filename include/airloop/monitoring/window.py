@@ -33,7 +33,7 @@ def current_frame(
     settings: Settings | None = None,
     *,
     models: dict | None = None,
-):
+) -> tuple[pd.DataFrame, int]:
     """The model inputs, the champion's prediction and the label of every logged row.
 
     Rows served by another version than the reference's are re-predicted with the champion, so
@@ -72,7 +72,7 @@ def read_window(
     seed: int = 0,
     sample_size: int | None = -1,
     total: int | None = None,
-):
+) -> tuple[pd.DataFrame, int, int | None, int]:
     """The window as model inputs + champion prediction + label, with time and memory bounded.
 
     A window of at most ``sample_size`` rows (-1: ``spec.drift.sample_size``; None: no limit)

@@ -81,6 +81,8 @@ def served_names(spec: "ModelSpec", store: "FeatureStore") -> set[str]:
 
 
 def check_servable(spec: "ModelSpec", model: LoadedModel, available: Iterable[str]) -> None:
+    """Raise :class:`ModelNotServable` if the model needs an input that ``available`` (the feature
+    service's features and the request fields) does not provide."""
     missing = [c for c in model.inputs if c not in set(available)]
     if missing:
         raise ModelNotServable(
@@ -165,7 +167,11 @@ def lookup_and_predict(
 
 
 class Predictor:
-    """Champion + feature store + prediction log: what the HTTP service calls per request."""
+    """Champion + feature store + prediction log: what the HTTP service calls per request.
+
+    ``service_seconds`` (``poll_seconds`` at first) is how long the FeatureService read last is
+    reused before the registry is read again.
+    """
 
     def __init__(
         self,
@@ -186,10 +192,10 @@ class Predictor:
             spec, self.settings, poll_seconds=poll_seconds, validate=self.validate
         )
         self.log = log
-        # (FeatureService, monotonic time read): re-read from the registry every poll_seconds,
-        # so a `feast apply` reaches the server as fast as a new champion does.
+        # (FeatureService, monotonic time read): re-read from the registry every
+        # service_seconds, so a `feast apply` reaches the server as fast as a new champion does.
         self._service: "tuple[FeatureService, float] | None" = None
-        self._service_seconds = poll_seconds
+        self.service_seconds = poll_seconds
 
     def validate(self, model: LoadedModel) -> None:
         check_servable(self.spec, model, served_names(self.spec, self.store))
@@ -228,7 +234,7 @@ class Predictor:
 
         cached = self._service
         now = time.monotonic()
-        if cached is not None and now - cached[1] < self._service_seconds:
+        if cached is not None and now - cached[1] < self.service_seconds:
             return cached[0]
         try:
             service = features.feature_service(self.spec, self.store)

@@ -156,7 +156,7 @@ def batch_request_model(spec: "ModelSpec", max_rows: int) -> type[BaseModel]:
 
 
 class Prediction(BaseModel):
-    """One prediction: for classification the probability of the positive class (late)."""
+    """One prediction: for classification the probability of the positive class (1)."""
 
     prediction: float = Field(
         description="Classification: the probability that the target is 1. Regression: the predicted value."
@@ -171,6 +171,8 @@ class Prediction(BaseModel):
 
 
 class BatchPrediction(BaseModel):
+    """What ``POST /predict_batch`` answers."""
+
     predictions: list[Prediction] = Field(description="One prediction per request row, in row order.")
 
 
@@ -222,12 +224,16 @@ def feedback_model(spec: "ModelSpec") -> type[BaseModel]:
 
 
 class FeedbackAck(BaseModel):
+    """What ``POST /feedback`` answers: the label stored for a prediction."""
+
     request_id: str = Field(description="The prediction labeled.")
     label: float = Field(description="The label stored.")
     labeled_at: str = Field(description="When it was stored (ISO 8601, UTC).")
 
 
 class PredictionLogStatus(BaseModel):
+    """The prediction log's writer, as ``POST /status`` reports it."""
+
     store: str = Field(description="The prediction store's URL, password masked.")
     pending: int = Field(description="Predictions queued, not yet written.")
     written: int = Field(description="Predictions written since the service started.")

@@ -5,7 +5,7 @@ or whitespace around a header name is reported as such), and every value must pa
 declared type. Integers must fit int64 and floats must be finite: ``inf``, ``nan`` and
 overflowing values are always refused (the spec has no option to allow them). Bytes that are
 not UTF-8 or NUL bytes are named by column and line. A header that shares no name with the
-spec is not quoted at all: such a file may be anything, e.g. a secrets file delivered by
+spec is not quoted at all: such a file may be anything, e.g. a secrets file landed by
 mistake; everything else is quoted only through :func:`~airloop.validation.result.excerpt`.
 
 The file is read in chunks of rows, each converted to typed columns at once, so reading holds
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from airloop.spec import ModelSpec
+    from airloop.spec import TableSpec
 
 __all__ = ["CHUNK_ROWS", "read_typed"]
 
@@ -54,7 +54,7 @@ _BAD = {
 }
 
 
-def read_typed(spec: "ModelSpec", data: bytes | Path) -> tuple["pd.DataFrame | None", list[Failure]]:
+def read_typed(table: "TableSpec", data: bytes | Path) -> tuple["pd.DataFrame | None", list[Failure]]:
     """Parse a CSV batch, check structure and types, and cast to the declared types.
 
     ``data`` is the file's bytes or the path of a regular file (read in chunks; checking
@@ -73,13 +73,13 @@ def read_typed(spec: "ModelSpec", data: bytes | Path) -> tuple["pd.DataFrame | N
     gc.disable()
     try:
         with stream:
-            return _read_stream(spec, stream)
+            return _read_stream(table, stream)
     finally:
         if was_enabled:
             gc.enable()
 
 
-def _read_stream(spec: "ModelSpec", stream: BinaryIO) -> tuple["pd.DataFrame | None", list[Failure]]:
+def _read_stream(table: "TableSpec", stream: BinaryIO) -> tuple["pd.DataFrame | None", list[Failure]]:
     """``read_typed`` on an open binary stream.
 
     The csv module rather than pandas or pyarrow: pandas pads short rows with nulls and
@@ -102,23 +102,23 @@ def _read_stream(spec: "ModelSpec", stream: BinaryIO) -> tuple["pd.DataFrame | N
         return None, [_unparseable(f"record starting at line 1: {exc}")]
     if header is None:
         return None, [Failure(None, "expect_file_to_be_non_empty", detail="the file has no header row")]
-    positions, failures = _check_header(spec, header)
+    positions, failures = _check_header(table, header)
     if failures:
         return None, failures
-    return _read_body(spec, reader, positions, len(header), reader.line_num)
+    return _read_body(table, reader, positions, len(header), reader.line_num)
 
 
 def _unparseable(detail: str, examples: list[str] | None = None) -> Failure:
     return Failure(None, "expect_file_to_be_parseable_csv", examples or [], detail)
 
 
-def _check_header(spec: "ModelSpec", header: list[str]) -> tuple[dict[str, int], list[Failure]]:
+def _check_header(table: "TableSpec", header: list[str]) -> tuple[dict[str, int], list[Failure]]:
     """Where each declared column is in the file, or what is wrong with the header.
 
     A header that shares no name with the spec is not quoted: the file may be anything, and
     its first line must not travel into alerts.
     """
-    declared = spec.dataset.columns
+    declared = table.columns
     if any(_NOT_TEXT.search(cell) for cell in header):
         return {}, [_unparseable("the header row is not UTF-8 text or contains NUL bytes")]
     bom = header[0].startswith(_BOM)
@@ -129,7 +129,7 @@ def _check_header(spec: "ModelSpec", header: list[str]) -> tuple[dict[str, int],
             None, "expect_table_columns_to_match_set",
             detail=f"the first line has none of the {len(declared)} declared columns "
                    f"({', '.join(declared)}); its {len(header)} field(s) are not shown: "
-                   f"the file may not be a batch of {spec.dataset.name}",
+                   f"the file may not be a batch of {table.name}",
         )]
     failures = []
     if bom:
@@ -161,7 +161,7 @@ def _check_header(spec: "ModelSpec", header: list[str]) -> tuple[dict[str, int],
 
 
 def _read_body(
-    spec: "ModelSpec", reader, positions: dict[str, int], width: int, header_line: int
+    table: "TableSpec", reader, positions: dict[str, int], width: int, header_line: int
 ) -> tuple["pd.DataFrame | None", list[Failure]]:
     """Read the records after the header, CHUNK_ROWS at a time, into typed columns."""
     import csv
@@ -169,7 +169,7 @@ def _read_body(
     import numpy as np
     import pandas as pd
 
-    columns = {name: _TypedColumn(kind) for name, kind in spec.dataset.columns.items()}
+    columns = {name: _TypedColumn(kind) for name, kind in table.columns.items()}
     rows: list[list[str]] = []
     lines: list[int] = []
     line_chunks: list[range | np.ndarray] = []  # a range where lines are consecutive (the usual)

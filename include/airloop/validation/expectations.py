@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from airloop.settings import Settings
-    from airloop.spec import ModelSpec
+    from airloop.spec import TableSpec
 
 __all__ = ["build_suite", "redact", "run_checkpoint"]
 
@@ -28,15 +28,15 @@ __all__ = ["build_suite", "redact", "run_checkpoint"]
 _GX_TYPES = {"string": "str", "int": "int64", "float": "float64", "timestamp": "Timestamp"}
 
 
-def build_suite(spec: "ModelSpec") -> "gx.ExpectationSuite":
-    """The GX ExpectationSuite for a model's dataset, derived only from the spec.
+def build_suite(table: "TableSpec") -> "gx.ExpectationSuite":
+    """The GX ExpectationSuite of one table (the events or a reference table), from its spec only.
 
     The batch window is a suite parameter (``window_start``/``window_end``) supplied per run.
     """
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    columns, rules = spec.dataset.columns, spec.validation
+    columns, rules = table.columns, table.validation
     expectations = [
         gxe.ExpectTableColumnsToMatchSet(column_set=list(columns), exact_match=True),
         gxe.ExpectTableRowCountToBeBetween(min_value=rules.row_count[0], max_value=rules.row_count[1]),
@@ -60,7 +60,7 @@ def build_suite(spec: "ModelSpec") -> "gx.ExpectationSuite":
     ]
     expectations.append(
         gxe.ExpectColumnValuesToBeBetween(
-            column=spec.dataset.timestamp,
+            column=table.timestamp,
             min_value={"$PARAMETER": "window_start"},
             max_value={"$PARAMETER": "window_end"},
             strict_max=True,
@@ -68,18 +68,18 @@ def build_suite(spec: "ModelSpec") -> "gx.ExpectationSuite":
             if rules.window else "No row may be stamped after the run.",
         )
     )
-    return gx.ExpectationSuite(name=_gx_name(spec), expectations=expectations)
+    return gx.ExpectationSuite(name=_gx_name(table), expectations=expectations)
 
 
-def _gx_name(spec: "ModelSpec") -> str:
-    return f"{spec.name}__{spec.dataset.name}"
+def _gx_name(table: "TableSpec") -> str:
+    return f"{table.model}__{table.name}"
 
 
-def _checkpoint(context, spec: "ModelSpec"):
+def _checkpoint(context, table: "TableSpec"):
     """Create or refresh the datasource, suite, validation definition and checkpoint."""
     import great_expectations as gx
 
-    name = _gx_name(spec)
+    name = _gx_name(table)
     try:
         source = context.data_sources.get("airloop")
     except KeyError:
@@ -93,7 +93,7 @@ def _checkpoint(context, spec: "ModelSpec"):
     except KeyError:
         batch_definition = asset.add_batch_definition_whole_dataframe("whole_batch")
     # Re-saved every run so a spec change takes effect on the next batch.
-    suite = context.suites.add_or_update(build_suite(spec))
+    suite = context.suites.add_or_update(build_suite(table))
     definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=name, data=batch_definition, suite=suite)
     )
@@ -108,9 +108,9 @@ def _checkpoint(context, spec: "ModelSpec"):
 
 
 def run_checkpoint(
-    spec: "ModelSpec", frame: "pd.DataFrame", day: dt.date, result_id: str, settings: "Settings"
+    table: "TableSpec", frame: "pd.DataFrame", day: dt.date, result_id: str, settings: "Settings"
 ) -> tuple[list[Failure], str | None, dict]:
-    """Run the spec's suite on a typed frame for the batch ``day``, rebuilding the Data Docs.
+    """Run the table's suite on a typed frame for the batch ``day``, rebuilding the Data Docs.
 
     Returns (failures, the Data Docs page of this run or None, GX's result as a dict).
     """
@@ -123,9 +123,9 @@ def run_checkpoint(
         # tqdm bars per metric would flood the task logs.
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         context.variables.save()
-    start, end = batch_window(day, window=spec.validation.window)
+    start, end = batch_window(day, window=table.window)
     parameters = {"window_start": start.isoformat(), "window_end": end.isoformat()}
-    checkpoint_result = _checkpoint(context, spec).run(
+    checkpoint_result = _checkpoint(context, table).run(
         batch_parameters={"dataframe": frame},
         expectation_parameters=parameters,
         run_id=RunIdentifier(run_name=result_id),

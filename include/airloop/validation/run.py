@@ -26,13 +26,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from airloop.settings import Settings
-    from airloop.spec import ModelSpec
+    from airloop.spec import TableSpec
 
 __all__ = ["record_refusal", "run_validation", "validate_batch"]
 
 
 def validate_batch(
-    spec: "ModelSpec", path: str | Path, settings: "Settings | None" = None
+    table: "TableSpec", path: str | Path, settings: "Settings | None" = None
 ) -> ValidationResult:
     """Validate a file and record the result (nothing is moved or published).
 
@@ -43,12 +43,12 @@ def validate_batch(
     path = Path(path)
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise ValueError(f"{path.name!r} is not a regular file")
-    result, _ = run_validation(spec, path.name, path, batch_day(spec, path), settings)
+    result, _ = run_validation(table, path.name, path, batch_day(table, path), settings)
     return result
 
 
 def run_validation(
-    spec: "ModelSpec",
+    table: "TableSpec",
     batch: str,
     data: bytes | Path,
     day: dt.date,
@@ -60,23 +60,23 @@ def run_validation(
 
     settings = settings or get_settings()
     result_id = _new_result_id(batch)
-    frame, failures = read_typed(spec, data)
+    frame, failures = read_typed(table, data)
     data_docs, gx_result = None, None
     if frame is not None:
-        failures, data_docs, gx_result = run_checkpoint(spec, frame, day, result_id, settings)
-    result = _record(spec, batch, day, result_id, failures, None if frame is None else len(frame),
+        failures, data_docs, gx_result = run_checkpoint(table, frame, day, result_id, settings)
+    result = _record(table, batch, day, result_id, failures, None if frame is None else len(frame),
                      data_docs, gx_result, settings)
     return result, (frame if result.success else None)
 
 
 def record_refusal(
-    spec: "ModelSpec", batch: str, day: dt.date, failure: Failure, settings: "Settings | None" = None
+    table: "TableSpec", batch: str, day: dt.date, failure: Failure, settings: "Settings | None" = None
 ) -> ValidationResult:
     """Record a failed validation for a batch refused unread (see ``ingest``), without GX."""
     from airloop.settings import get_settings
 
     settings = settings or get_settings()
-    return _record(spec, batch, day, _new_result_id(batch), [failure], None, None, None, settings)
+    return _record(table, batch, day, _new_result_id(batch), [failure], None, None, None, settings)
 
 
 def _new_result_id(batch: str) -> str:
@@ -84,7 +84,7 @@ def _new_result_id(batch: str) -> str:
 
 
 def _record(
-    spec: "ModelSpec",
+    table: "TableSpec",
     batch: str,
     day: dt.date,
     result_id: str,
@@ -95,7 +95,7 @@ def _record(
     settings: "Settings",
 ) -> ValidationResult:
     """The result of one run, written as its JSON record."""
-    result_json = settings.validation_dir / "results" / spec.dataset.name / f"{result_id}.json"
+    result_json = settings.validation_dir / "results" / table.name / f"{result_id}.json"
     result = ValidationResult(
         batch=batch,
         day=day,
@@ -105,9 +105,9 @@ def _record(
         rows=rows,
         data_docs=data_docs,
         result_json=str(result_json),
-        page=record_page(spec.dataset.name, result_id),
+        page=record_page(table.name, result_id),
     )
     result_json.parent.mkdir(parents=True, exist_ok=True)
-    record = {**result.as_dict(), "model": spec.name, "great_expectations": redact(gx_result)}
+    record = {**result.as_dict(), "model": table.model, "great_expectations": redact(gx_result)}
     result_json.write_text(json.dumps(record, indent=2, default=str))
     return result

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from airloop.spec import ModelSpec
+    from airloop.spec import TableSpec
 
 __all__ = ["NO_WINDOW_START", "BatchNameError", "batch_day", "batch_window"]
 
@@ -19,10 +19,10 @@ class BatchNameError(ValueError):
     """A landing file's name does not carry the batch day (``<dataset>_YYYY-MM-DD.csv``)."""
 
 
-def batch_day(spec: "ModelSpec", path: str | Path) -> dt.date:
+def batch_day(table: "TableSpec", path: str | Path) -> dt.date:
     """The day a batch covers, from its file name ``<dataset>_YYYY-MM-DD.csv``."""
     name = Path(path).name
-    prefix = f"{spec.dataset.name}_"
+    prefix = f"{table.name}_"
     stem, suffix = Path(name).stem, Path(name).suffix
     date_part = stem[len(prefix):]
     if stem.startswith(prefix) and suffix == ".csv" and _DATE.fullmatch(date_part):
@@ -31,7 +31,7 @@ def batch_day(spec: "ModelSpec", path: str | Path) -> dt.date:
         except ValueError:
             pass
     raise BatchNameError(
-        f"{name!r}: batch files must be named {spec.dataset.name}_YYYY-MM-DD.csv with a real date; "
+        f"{name!r}: batch files must be named {table.name}_YYYY-MM-DD.csv with a real date; "
         "the date sets the window every event_timestamp must fall in"
     )
 
