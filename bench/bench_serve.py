@@ -333,6 +333,8 @@ def measure(home: Path, seconds: float, in_thread: list[int], rounds: int) -> di
     rows = request_rows()
     load_before = os.getloadavg()
     spec, predict_one = baseline_predictor()
+    # A reused home holds earlier runs' predictions: count only this run's.
+    logged_before = len(prediction_log.read_predictions(model=spec, settings=get_settings()))
 
     def in_process(state: dict, row: dict) -> bool:
         predict_one(row)
@@ -373,7 +375,7 @@ def measure(home: Path, seconds: float, in_thread: list[int], rounds: int) -> di
     finally:
         for proc in servers:
             stop_server(proc)
-    logged = len(prediction_log.read_predictions(model=spec, settings=get_settings()))
+    logged = len(prediction_log.read_predictions(model=spec, settings=get_settings())) - logged_before
     return {
         "seconds_per_target": seconds,
         "rounds": rounds,
