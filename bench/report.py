@@ -104,19 +104,34 @@ def plot_timeline(timing: dict, path: Path) -> None:
         return (dt.datetime.fromisoformat(value.replace("Z", "+00:00")) - start).total_seconds()
 
     start = dt.datetime.fromisoformat(timing["drift_detected_at"].replace("Z", "+00:00"))
+    wall = timing["wall_seconds"]
     tasks = timing["tasks"]
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(tasks) + 1.5))
+    spans = sorted((max(0.0, t(x["start"])), min(wall, t(x["end"]))) for x in tasks)
+    work, cursor = [], 0.0  # the union of the tasks' spans; wait is what it leaves of [0, wall]
+    for a, b in spans:
+        if work and a <= work[-1][1]:
+            work[-1] = (work[-1][0], max(work[-1][1], b))
+        elif b > a:
+            work.append((a, b))
+    wait = []
+    for a, b in work + [(wall, wall)]:
+        if a > cursor:
+            wait.append((cursor, a - cursor))
+        cursor = max(cursor, b)
+    fig, ax = plt.subplots(figsize=(8, 0.35 * (len(tasks) + 2) + 1.5))
+    ax.broken_barh([(a, b - a) for a, b in work], (-2.4, 0.8), color="tab:gray")
+    ax.broken_barh(wait, (-1.4, 0.8), color="tab:red")
     colors = {"monitor": "tab:blue", "train": "tab:green", "package": "tab:orange"}
     for i, task in enumerate(tasks):
         a, b = max(0.0, t(task["start"])), t(task["end"])
         ax.barh(i, b - a, left=a, color=colors.get(task["stage"], "tab:gray"))
-    ax.axvspan(0, timing["wall_seconds"], color="tab:red", alpha=0.06, zorder=0)
-    ax.set_yticks(range(len(tasks)), [f"{x['stage']}: {x['task_id']}" for x in tasks], fontsize=7)
+    ax.set_yticks([-2, -1, *range(len(tasks))], ["task work", "orchestration wait",
+                  *(f"{x['stage']}: {x['task_id']}" for x in tasks)], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlim(0, timing["wall_seconds"])
+    ax.set_xlim(0, wall)
     ax.set_xlabel("seconds since drift detected")
     ax.set_title(f"Loop {timing['wall_seconds']:.0f} s: task work {timing['work_seconds']:.0f} s, orchestration "
-                 f"wait {timing['wait_seconds']:.0f} s ({timing['wait_share']:.0%}, shaded where no bar)")
+                 f"wait {timing['wait_seconds']:.0f} s ({timing['wait_share']:.0%})")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
