@@ -268,7 +268,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(cmd: list[str], env: dict, log_path: Path, ready_url: tuple[int, str], timeout: float = 180) -> subprocess.Popen:
+def start_server(cmd: list[str], env: dict, log_path: Path, ready_url: tuple[int, str], timeout: float = 600) -> subprocess.Popen:
     log = open(log_path, "ab")
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
