@@ -286,7 +286,7 @@ def run(quick: bool = False, entities: list[int] | None = None, stores: list[str
 
     from bench.results import BenchResult, Row
 
-    entities = entities or ([2_000, 20_000] if quick else [20_000, 100_000])
+    entities = entities or ([20_000] if quick else [20_000, 100_000])  # quick: one size (a Feast import per case)
     stores = stores or (["sqlite"] if quick else ["sqlite", "redis"])
     args = _argparse.Namespace(write_batch_size=write_batch_size, redis=redis)
     out = BenchResult("materialize")
