@@ -29,7 +29,7 @@ help:
 	@echo "make test   - install, then run the whole test suite"
 	@echo "make up     - Airflow UI + MLflow UI locally (no Docker)"
 	@echo "make compose-test - docker-compose up of the real compose file on podman (slow; not in make test)"
-	@echo "make bench  - print the benchmark figures"
+	@echo "make bench  - every benchmark next to its baseline: table of ratios, report + plots under $(AIRLOOP_HOME)/bench (BENCH_ARGS=--quick: smaller)"
 	@echo "make clean  - remove $(AIRLOOP_HOME) (all local state)"
 
 install: $(VENV)/.installed system-deps

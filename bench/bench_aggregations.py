@@ -591,5 +591,36 @@ def check_lines(checks: dict) -> str:
     return "\n".join(lines)
 
 
+
+# --- for the report (bench.__main__) ----------------------------------------------------------------
+
+
+def run(quick: bool = False, checks: bool | None = None):
+    """daily_windows against Feast's BatchFeatureView engine and materialize, full and incremental."""
+    from bench.results import BenchResult, Row
+
+    args = argparse.Namespace(days=9 if quick else 30, rows_per_day=500 if quick else 20_000, keys=30 if quick else 300,
+                              seed=0, no_checks=not (checks if checks is not None else not quick), timeout=900.0,
+                              json=True)
+    with tempfile.TemporaryDirectory(prefix="bench-aggregations-") as tmp:
+        report = bench(Path(tmp), args)
+    out = BenchResult("aggregations", raw=report)
+    results = report["results"]
+    for scope in dict.fromkeys(r["scope"] for r in results):
+        ours = next(r for r in results if r["scope"] == scope and r["case"] == "daily_windows")
+        for r in results:
+            if r["scope"] != scope or r["case"] == "daily_windows":
+                continue
+            target = f"windowed statistics ({scope}): daily_windows vs Feast {r['case'].removeprefix('feast_')}"
+            if "error" in r or "error" in ours:
+                out.notes.append(f"{target}: {r.get('error') or ours.get('error')}")
+                continue
+            out.rows.append(Row(target, "seconds", round(ours["seconds"], 2), round(r["seconds"], 2)))
+            out.notes.append(f"{target}: Feast's values {'agree' if r['agree'] else 'DIFFER'} on {r['points']:,} points")
+    out.notes.append(f"{args.days} days x {args.rows_per_day:,} orders, {args.keys} restaurants; each case in a fresh "
+                     f"process; the other-Feast-path checks {'skipped' if args.no_checks else 'run: ' + check_lines(report['checks'])}")
+    return out
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -164,11 +164,13 @@ def verdict(check) -> dict:
 
 # --- one measurement (child process) -------------------------------------------------------------
 
+_BUILT: dict = {}  # (rows, scenario) -> (reference, current), reused by --many
+
 
 def measure(rows: int, mode: str, scenario: str, seeds: int) -> dict:
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    home = Path(tempfile.mkdtemp(prefix="airloop-bench-drift-"))
-    os.environ["AIRLOOP_HOME"] = str(home)
+    if "AIRLOOP_HOME" not in os.environ or not _BUILT:
+        os.environ["AIRLOOP_HOME"] = tempfile.mkdtemp(prefix="airloop-bench-drift-")
     started = time.perf_counter()
     import evidently  # noqa: F401 - imported up front: a task process has it loaded too
     import mlflow  # noqa: F401
@@ -182,7 +184,10 @@ def measure(rows: int, mode: str, scenario: str, seeds: int) -> dict:
     imports = time.perf_counter() - started
     settings = ensure_dirs(get_settings())
     spec = load_spec(REPO_ROOT / "include" / "models" / "late_delivery.yaml")
-    reference, current = build(spec, rows, scenario)
+    if (rows, scenario) not in _BUILT:
+        _BUILT.clear()  # one size at a time: the frames of another would count in this one's RSS
+        _BUILT[rows, scenario] = build(spec, rows, scenario)
+    reference, current = _BUILT[rows, scenario]
     sample_size = -1 if mode == "sampled" else None
     # Warm-up on a tiny frame: Evidently's first run pays lazy imports and registry set-up.
     monitoring.assess(spec, current.head(2000), reference, window_start=WINDOW_END - dt.timedelta(hours=24),
@@ -337,7 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--one", nargs=3, metavar=("ROWS", "MODE", "SCENARIO"), help=argparse.SUPPRESS)
     parser.add_argument("--one-log-read", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--many", help=argparse.SUPPRESS)  # ROWS:MODE,ROWS:MODE,...
     args = parser.parse_args(argv)
+    if args.many:  # several measurements in one process: imports and frames paid once
+        cases = [c.split(":") for c in args.many.split(",")]
+        try:
+            print(json.dumps([measure(int(rows), mode, args.scenario, 0) for rows, mode in cases]))
+        finally:
+            shutil.rmtree(os.environ["AIRLOOP_HOME"], ignore_errors=True)
+        return 0
     if args.one:
         rows, mode, scenario = int(args.one[0]), args.one[1], args.one[2]
         try:
@@ -384,6 +397,44 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"results": results, "comparisons": comparisons, "log_read": log_read}, indent=1))
     return 0
+
+
+
+# --- for the report (bench.__main__) -------------------------------------------------------------
+
+
+def run(quick: bool = False, sizes: list[int] | None = None, full_sizes: list[int] | None = None):
+    """Airloop's sampled check next to a full Evidently run (every row), at each size.
+
+    Quick: one process measures all (imports paid once; peaks reset before each); otherwise one
+    fresh process per measurement, as ``main`` runs them.
+    """
+    from bench.results import BenchResult, Row
+
+    sizes = sizes or ([10_000, 60_000] if quick else [10_000, 100_000, 1_000_000])
+    full_sizes = full_sizes if full_sizes is not None else ([60_000] if quick else [100_000, 1_000_000])
+    cases = [(r, "sampled") for r in sizes] + [(r, "full") for r in full_sizes]
+    if quick:
+        results = child("--many", ",".join(f"{r}:{m}" for r, m in cases))
+    else:
+        results = [child("--one", str(r), m, "drift", "--seeds", "0") for r, m in cases]
+    out = BenchResult("drift", raw=results)
+    by = {(r["rows"], r["mode"]): r for r in results}
+    for rows in full_sizes:
+        s, f = by.get((rows, "sampled")), by[(rows, "full")]
+        if not s:
+            continue
+        target = f"drift check, {rows:,} rows: sampled vs full Evidently"
+        out.rows.append(Row(target, "assess + reports s", s["with_reports_s"], f["with_reports_s"]))
+        out.rows.append(Row(target, "peak growth MiB", s["check_delta_mib"], f["check_delta_mib"]))
+        same = s["verdict"]["dataset_drift"] == f["verdict"]["dataset_drift"]
+        out.notes.append(f"{rows:,} rows: sampled checked {s['rows_checked']:,} rows; dataset drift "
+                         f"{'the same' if same else 'DIFFERENT'} as the full run ({f['verdict']['status']})")
+    out.series["memory_over_rows"] = {
+        mode: [(r["rows"], r["check_delta_mib"]) for r in results if r["mode"] == mode] for mode in ("sampled", "full")
+    }
+    out.series["memory_label"] = "peak RSS growth of the check (MiB)"
+    return out
 
 
 if __name__ == "__main__":

@@ -100,6 +100,28 @@ def child(reader: str, path: Path, home: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def measure_sizes(sizes: list[float], readers=READERS, say=None) -> list[dict]:
+    """Each reader on a batch of each size, each in a fresh process; ``say`` prints a line per result."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        for megabytes in sizes:
+            path = Path(tmp) / f"orders_{DAY}.csv"
+            size = write_batch(path, megabytes)
+            for reader in readers:
+                figures = child(reader, path, Path(tmp) / "home")
+                used = (figures["peak_mib"] - figures["before_mib"]) * 2**20
+                results.append({"file_mb": round(size / 1e6, 1), "reader": reader, **figures,
+                                "ratio": round(used / size, 2)})
+                if say:
+                    r = results[-1]
+                    say(f"{r['file_mb']:>7.1f} MB  {reader:<11} {r['rows']:>9,} rows  "
+                        f"{r['seconds']:>6.1f} s  peak {r['peak_mib']:>7.0f} MiB "
+                        f"(+{r['peak_mib'] - r['before_mib']:.0f} over {r['before_mib']:.0f} after imports)  "
+                        f"ratio {r['ratio']:.2f}x file"
+                        + (f"  failures: {r['failures']}" if r["failures"] else ""), flush=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,50,200", help="batch sizes in MB, comma-separated")
@@ -114,26 +136,34 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = [5.0, 20.0] if args.quick else [float(s) for s in args.sizes.split(",")]
     readers = READERS + (("airloop+gx",) if args.gx else ())
-    results = []
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        for megabytes in sizes:
-            path = Path(tmp) / f"orders_{DAY}.csv"
-            size = write_batch(path, megabytes)
-            for reader in readers:
-                figures = child(reader, path, Path(tmp) / "home")
-                used = (figures["peak_mib"] - figures["before_mib"]) * 2**20
-                results.append({"file_mb": round(size / 1e6, 1), "reader": reader, **figures,
-                                "ratio": round(used / size, 2)})
-                if not args.json:
-                    r = results[-1]
-                    print(f"{r['file_mb']:>7.1f} MB  {reader:<11} {r['rows']:>9,} rows  "
-                          f"{r['seconds']:>6.1f} s  peak {r['peak_mib']:>7.0f} MiB "
-                          f"(+{r['peak_mib'] - r['before_mib']:.0f} over {r['before_mib']:.0f} after imports)  "
-                          f"ratio {r['ratio']:.2f}x file"
-                          + (f"  failures: {r['failures']}" if r["failures"] else ""), flush=True)
+    results = measure_sizes(sizes, readers, say=None if args.json else print)
     if args.json:
         print(json.dumps(results, indent=2))
     return 0
+
+
+
+# --- for the report (bench.__main__) ----------------------------------------------------------------
+
+
+def run(quick: bool = False, sizes: list[float] | None = None):
+    """Airloop's typed reader against plain ``pandas.read_csv``, each size in fresh processes."""
+    from bench.results import BenchResult, Row
+
+    sizes = sizes or ([5.0] if quick else [10.0, 50.0, 200.0])
+    figures = measure_sizes(sizes)
+    out = BenchResult("ingest_read", raw=figures)
+    for mb in sorted({f["file_mb"] for f in figures}):
+        a, b = (next(f for f in figures if f["file_mb"] == mb and f["reader"] == r) for r in READERS[::-1])
+        target = f"read a {mb:g} MB landing batch: Airloop read_typed vs pandas.read_csv"
+        out.rows.append(Row(target, "seconds", a["seconds"], b["seconds"]))
+        out.rows.append(Row(target, "peak growth / file size", a["ratio"], b["ratio"], "ingest_read_memory_x_file"))
+    names = {"airloop": "Airloop read_typed", "baseline": "pandas.read_csv"}
+    out.series["memory_over_rows"] = {
+        names[r]: [(f["rows"], f["peak_mib"] - f["before_mib"]) for f in figures if f["reader"] == r] for r in READERS
+    }
+    out.series["memory_label"] = "peak RSS growth of the read (MiB)"
+    return out
 
 
 if __name__ == "__main__":

@@ -88,5 +88,21 @@ def main() -> int:
     return 0 if all(c["state"] == "success" for c in cases) else 1
 
 
+
+def run(quick: bool = False, batches: int = 14, orders: int = 1500):
+    """The ingest DAG preloaded against the same run without preload, two Airflows one after the other."""
+    from bench.results import BenchResult, Row
+
+    base, pre = (run_case(preload, batches, orders) for preload in (False, True))
+    out = BenchResult("ingest_dag", raw=[base, pre])
+    target = f"ingest DAG, {batches} batches x {orders:,} rows: preloaded vs no preload"
+    goal = "ingest_dag_14x1500_seconds" if (batches, orders) == (14, 1500) else None
+    out.rows.append(Row(target, "run seconds", pre["run_seconds"], base["run_seconds"], goal))
+    out.rows.append(Row(target, "task seconds (median)", pre["task_seconds_median"], base["task_seconds_median"]))
+    out.notes.append(f"states {base['state']} / {pre['state']}; Airflow ready in {base['stack_ready_seconds']} / "
+                     f"{pre['stack_ready_seconds']} s (not counted)")
+    return out
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

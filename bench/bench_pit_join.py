@@ -479,13 +479,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_case(store, Path(repo), Path(entities), Path(view), Path(out))))
         return 0
 
-    import pandas as pd
-
     if args.stores is None:
         optional = [store for store, module in OPTIONAL_STORES.items() if importlib.util.find_spec(module)]
         args.stores = ",".join(["file", "duckdb", *optional])
     args.locations = args.locations or (10 if args.quick else 50)
     args.hours = args.hours or (720 if args.quick else 8_760)
+    results = run_cases(args, say=None if args.json else print)
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+def run_cases(args, say=None) -> list[dict]:
+    """Every planned case on one view, each checked against the reference; ``say`` prints progress."""
+    import pandas as pd
+
     cases = plan(args)
     with tempfile.TemporaryDirectory(prefix="bench-pit-join-") as tmp:
         work = Path(args.workdir or tmp)
@@ -496,15 +504,15 @@ def main(argv: list[str] | None = None) -> int:
         for store in {s for s, _ in cases if s != "merge_asof"}:
             repos[store] = work / f"repo_{store}"
             apply_repo(repos[store], store, view_path, args.parquet_format)
-        if not args.json:
+        if say:
             layout = args.layout + (", ParquetFormat" if args.parquet_format else "")
             times = "whole microseconds" if args.precision == "us" else "nanoseconds"
-            print(f"view: {args.locations} locations x {args.hours:,} hours = {len(view):,} rows ({layout}), "
-                  f"{len(FEATURES)} features, TTL {TTL}; entity times in {times}; {os.cpu_count()} CPUs")
-            print(f"load average {os.getloadavg()[0]:.1f} at the start (wall seconds suffer from other "
-                  f"work; cpu s is this process's own, not ray's or spark's other processes)")
-            print(f"{'store':<10} {'rows':>9} {'seconds':>8} {'cpu s':>7} {'peak +MiB':>10} {'correct':>7} "
-                  f"{'mismatches':>10} {'x merge_asof':>12}", flush=True)
+            say(f"view: {args.locations} locations x {args.hours:,} hours = {len(view):,} rows ({layout}), "
+                f"{len(FEATURES)} features, TTL {TTL}; entity times in {times}; {os.cpu_count()} CPUs")
+            say(f"load average {os.getloadavg()[0]:.1f} at the start (wall seconds suffer from other "
+                f"work; cpu s is this process's own, not ray's or spark's other processes)")
+            say(f"{'store':<10} {'rows':>9} {'seconds':>8} {'cpu s':>7} {'peak +MiB':>10} {'correct':>7} "
+                f"{'mismatches':>10} {'x merge_asof':>12}", flush=True)
         frames, results, baseline = {}, [], {}
         for store, rows in cases:
             if rows not in frames:
@@ -520,14 +528,12 @@ def main(argv: list[str] | None = None) -> int:
                     baseline[rows] = r["seconds"]
                 r["ratio"] = r["seconds"] / baseline[rows] if rows in baseline else None
             results.append(r)
-            if not args.json:
-                print(row_line(r), flush=True)
-        if not args.json:
+            if say:
+                say(row_line(r), flush=True)
+        if say:
             print_notes(results)
-            print(f"  load average {os.getloadavg()[0]:.1f} at the end")
-        else:
-            print(json.dumps(results, indent=2, default=str))
-    return 0
+            say(f"  load average {os.getloadavg()[0]:.1f} at the end")
+    return results
 
 
 def row_line(r: dict) -> str:
@@ -561,6 +567,42 @@ def print_notes(results: list[dict]) -> None:
         met = "error" not in r and r["correct"] and r["seconds"] <= 60 and r["growth_mib"] <= 2048
         print(f"  goal (1M rows: <= 60 s, <= 2 GiB growth, reference rows) {r['store']}: "
               f"{'met' if met else 'not met'}")
+
+
+# --- for the report (bench.__main__) -----------------------------------------------------------
+
+
+def run(quick: bool = False, rows: list[int] | None = None, store: str = "duckdb"):
+    """Airloop's offline store (duckdb, see feature_repo/feature_store.yaml) against merge_asof."""
+    from bench.results import BenchResult, Row
+
+    rows = rows or ([1_000] if quick else [1_000, 100_000, 1_000_000])
+    args = argparse.Namespace(
+        stores=store, rows=",".join(map(str, rows)), quick=quick, all=False, locations=10 if quick else 50,
+        hours=720 if quick else 8_760, seed=0, layout="file", parquet_format=False, precision="us", workdir=None,
+        timeout=900.0, max_rss_gib=18.0,
+    )
+    results = run_cases(args)
+    out = BenchResult("pit_join", raw=results)
+    by = {(r["store"], r["rows"]): r for r in results}
+    for (name, n), r in by.items():
+        if name != store:
+            continue
+        base = by.get(("merge_asof", n), {})
+        target = f"point-in-time join {n:,} rows: Feast {store} vs merge_asof"
+        if "error" in r:
+            out.notes.append(f"{target}: {r['error']}")
+            continue
+        at_goal = n >= 1_000_000
+        out.rows.append(Row(target, "seconds", round(r["seconds"], 2), round(base.get("seconds", 0), 2) or None,
+                            "pit_join_1m_seconds" if at_goal else None))
+        out.rows.append(Row(target, "peak growth MiB", round(r["growth_mib"]), round(base.get("growth_mib", 0)) or None,
+                            "pit_join_1m_growth_mib" if at_goal else None))
+        out.rows.append(Row(target, "rows unlike the reference", r["mismatches"], base.get("mismatches"),
+                            "pit_join_mismatches"))
+    out.notes.append(f"view {args.locations} locations x {args.hours:,} hours; each case in a fresh process; "
+                     "the goals (60 s, 2 GiB) are stated for 1M rows")
+    return out
 
 
 if __name__ == "__main__":

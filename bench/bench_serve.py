@@ -268,7 +268,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(cmd: list[str], env: dict, log_path: Path, ready_url: tuple[int, str], timeout: float = 180) -> subprocess.Popen:
+def start_server(cmd: list[str], env: dict, log_path: Path, ready_url: tuple[int, str], timeout: float = 600) -> subprocess.Popen:
     log = open(log_path, "ab")
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
@@ -333,6 +333,8 @@ def measure(home: Path, seconds: float, in_thread: list[int], rounds: int) -> di
     rows = request_rows()
     load_before = os.getloadavg()
     spec, predict_one = baseline_predictor()
+    # A reused home holds earlier runs' predictions: count only this run's.
+    logged_before = len(prediction_log.read_predictions(model=spec, settings=get_settings()))
 
     def in_process(state: dict, row: dict) -> bool:
         predict_one(row)
@@ -373,7 +375,7 @@ def measure(home: Path, seconds: float, in_thread: list[int], rounds: int) -> di
     finally:
         for proc in servers:
             stop_server(proc)
-    logged = len(prediction_log.read_predictions(model=spec, settings=get_settings()))
+    logged = len(prediction_log.read_predictions(model=spec, settings=get_settings())) - logged_before
     return {
         "seconds_per_target": seconds,
         "rounds": rounds,
@@ -425,6 +427,71 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bento predictions in the prediction log: {result['bento_predictions_logged']}")
     errors = sum(r["errors"] for r in result["results"].values())
     return 1 if errors else 0
+
+
+
+# --- for the report (bench.__main__) ----------------------------------------------------------------
+
+
+def run(quick: bool = False, home: Path | None = None, seconds: float | None = None, rounds: int | None = None,
+        in_thread: list[int] | None = None):
+    """The Bento against plain FastAPI and in-process, 1 and 8 clients, in one run.
+
+    Both servers run one worker per core unless ``AIRLOOP_SERVE_WORKERS`` says otherwise (the
+    issue's throughput goal is stated for that). ``home`` is a prepared AIRLOOP_HOME, reused if
+    it already has a champion (the runner keeps one under ``$AIRLOOP_HOME/bench/serve-home``).
+    """
+    from bench.results import BenchResult, Row
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ.setdefault("AIRLOOP_SERVE_WORKERS", str(os.cpu_count() or 1))
+    seconds = seconds or (3.0 if quick else 10.0)
+    rounds = rounds or (1 if quick else 5)
+    in_thread = in_thread if in_thread is not None else ([] if quick else [1])
+    tmp = None
+    if home is None:
+        tmp = Path(tempfile.mkdtemp(prefix="airloop-bench-serve-"))
+        home = tmp / "airloop"
+    saved = os.environ.get("AIRLOOP_HOME")
+    try:
+        started = time.perf_counter()
+        prepare_home(home.resolve())
+        setup = time.perf_counter() - started
+        result = measure(home.resolve(), seconds, in_thread, rounds)
+    finally:
+        if saved is None:
+            os.environ.pop("AIRLOOP_HOME", None)
+        else:
+            os.environ["AIRLOOP_HOME"] = saved
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    r = result["results"]
+    out = BenchResult("serve", raw=result)
+    out.rows += [
+        Row("serve 1 client: Bento vs plain FastAPI", "p99 ms", r["bento/1"]["p99_ms"], r["fastapi/1"]["p99_ms"],
+            "serve_p99_1_vs_fastapi"),
+        Row("serve 1 client: Bento vs in-process", "p99 ms", r["bento/1"]["p99_ms"], r["in-process/1"]["p99_ms"],
+            "serve_p99_1_vs_in_process"),
+        Row("serve 1 client: Bento vs plain FastAPI", "p50 ms", r["bento/1"]["p50_ms"], r["fastapi/1"]["p50_ms"]),
+        Row("serve 8 clients: Bento vs plain FastAPI", "req/s", r["bento/8"]["throughput_rps"],
+            r["fastapi/8"]["throughput_rps"], "serve_rps_8_vs_fastapi"),
+        Row("serve 8 clients: Bento vs plain FastAPI", "p99 ms", r["bento/8"]["p99_ms"], r["fastapi/8"]["p99_ms"]),
+    ]
+    for threads in in_thread:
+        name = f"bento-thread-t{threads}"
+        out.rows.append(Row(f"serve 8 clients: {name} vs plain FastAPI", "req/s", r[f"{name}/8"]["throughput_rps"],
+                            r["fastapi/8"]["throughput_rps"]))
+    # Every Bento request answered (warm-up ones too, which are not counted here) is logged.
+    answered = sum(v["requests"] for k, v in r.items() if k.startswith("bento"))
+    out.rows.append(Row("serve: Bento prediction log vs requests answered", "predictions",
+                        result["bento_predictions_logged"], answered, "serve_every_prediction_logged"))
+    out.series["latency"] = r
+    out.notes.append(f"{result['seconds_per_target']:g} s per target and client count in {rounds} interleaved "
+                     f"round(s); {os.environ['AIRLOOP_SERVE_WORKERS']} server worker(s); {result['cpus']} CPUs, "
+                     f"load average {result['loadavg_before']} before, {result['loadavg_after']} after; "
+                     f"setup {setup:.0f} s; errors {sum(v['errors'] for v in r.values())}; the log also holds "
+                     f"the warm-up requests")
+    return out
 
 
 if __name__ == "__main__":

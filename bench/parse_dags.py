@@ -50,5 +50,29 @@ def main() -> int:
     return 1 if result["import_errors"] else 0
 
 
+
+def run(quick: bool = False):
+    """DagBag's parse of dags/ in a fresh process (no baseline: the figures stand alone)."""
+    import subprocess
+
+    from airloop.settings import REPO_ROOT
+    from bench.results import BenchResult, Row
+
+    done = subprocess.run([sys.executable, "-m", "bench.parse_dags", "--json"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=False)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    out = BenchResult("parse", raw=result)
+    slowest = max(result["files"], key=lambda r: r["seconds"])
+    out.rows += [
+        Row("parse dags/ with DagBag", "folder seconds", result["parse_folder_s"]),
+        Row(f"parse dags/ with DagBag: slowest file {slowest['file']}", "seconds", round(slowest["seconds"], 3)),
+        Row("parse dags/ with DagBag", "heavy modules loaded", len(result["heavy_modules_loaded"]), None,
+            "parse_heavy_modules"),
+    ]
+    out.notes.append(f"{len(result['dags'])} DAGs, {len(result['import_errors'])} import errors; import airflow "
+                     f"{result['import_airflow_s']} s (not in the folder's figure)")
+    return out
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
