@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from airloop.settings import Settings
-from airloop.testing import AirflowStack, free_port, train_example_versions
+from airloop.testing import AirflowStack, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ class Trained:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, demo_spec) -> Trained:
+def trained(tmp_path_factory, demo_spec, train_example_versions) -> Trained:
     from airloop import promotion
     from airloop.settings import ensure_dirs, environ, get_settings
 
