@@ -10,7 +10,9 @@ from datetime import datetime
 
 from airflow.sdk import Asset, dag, get_current_context, task
 
-from airloop.orchestration import asset_name, asset_uri, dag_specs, dag_tags, default_args, rollback_params
+from airloop.orchestration import (
+    asset_name, asset_uri, dag_specs, dag_tags, default_args, rollback_params, rollback_requested,
+)
 from airloop.spec import ModelSpec
 
 
@@ -33,15 +35,9 @@ def build_rollback_dag(spec: ModelSpec):
     def rollback():
         @task(outlets=[champion])
         def repoint_champion() -> str:
-            from airloop.promotion import rollback
-            from airloop.registry import current_actor
-
-            params = get_current_context()["params"]
-            version = rollback(spec, params.get("to_version"), actor=current_actor(), reason=params["reason"])
-            get_current_context()["outlet_events"][champion].extra = {
-                "version": version,
-                "reason": params["reason"],
-            }
+            context = get_current_context()
+            version = rollback_requested(spec, context)
+            context["outlet_events"][champion].extra = {"version": version, "reason": context["params"]["reason"]}
             return version
 
         repoint_champion()

@@ -5,7 +5,9 @@ they share its login requirement, its sandboxing headers (``Content-Security-Pol
 no scripts) and its lack of API docs:
 
 - ``GET /airloop/models/``: one HTML page, every model the user may read;
-- ``GET /airloop/models/api/models`` and ``/api/models/{name}``: the same facts as JSON, for scripts.
+- ``GET /airloop/models/api/models`` and ``/api/models/{name}``: the same facts as JSON, for scripts;
+- ``GET /airloop/models/api/models/{name}/versions/{version}/lineage``: one version's lineage
+  (:func:`airloop.model_overview.lineage`), what ``airloop lineage`` prints.
 
 The facts come from :func:`airloop.model_overview.overview`; this module only renders them.
 Everything shown is escaped: model names, reasons and actors come from the registry. A model is
@@ -139,6 +141,12 @@ def _serving(model: dict) -> str:
     return f'<p class="ok">Served now{where}: v{_e(serving["model_version"])}, the @champion.</p>'
 
 
+def _by(event: dict) -> str:
+    """Who made a history entry: the Airflow run (linked) and, when recorded, the user who triggered it."""
+    run = _link(event["links"]["airflow_run"], event.get("by"))
+    return f"{_e(event['user'])} ({run})" if event.get("user") else run
+
+
 def _history(model: dict) -> str:
     history = model["history"]
     if history["error"]:
@@ -148,7 +156,7 @@ def _history(model: dict) -> str:
     rows = [
         [_when(e.get("at")), _e(e.get("action")), f"v{_e(e.get('version'))}",
          f"v{_e(e['previous'])}" if e.get("previous") else '<span class="muted">–</span>',
-         _link(e["links"]["airflow_run"], e.get("by")), _e(e.get("reason"))]
+         _by(e), _e(e.get("reason"))]
         for e in history["events"]
     ]
     more = len(history["events"]) < (history["total"] or 0)
@@ -283,16 +291,32 @@ def make_router(prefix: str) -> APIRouter:
         result, _ = gather(request, user)
         return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
-    @router.get("/api/models/{name}")
-    def model_api(name: str, request: Request, user: GetUserDep) -> JSONResponse:
-        from airloop.model_overview import overview
-
+    def readable(name: str, request: Request, user):
+        """The context and the spec called ``name``: 404 if there is none, 403 if not readable."""
         settings, specs, links, _ = context(request)
         spec = next((s for s in specs if s.name == name), None)
         if spec is None:
             raise HTTPException(404, "no such model")
         if not may_read_model(request, user, spec):
             raise HTTPException(403, "no read access to this model's DAG runs")
+        return settings, spec, links
+
+    @router.get("/api/models/{name}")
+    def model_api(name: str, request: Request, user: GetUserDep) -> JSONResponse:
+        from airloop.model_overview import overview
+
+        settings, spec, links = readable(name, request, user)
         return JSONResponse(overview(spec, settings, links=links), headers={"Cache-Control": "no-store"})
+
+    @router.get("/api/models/{name}/versions/{version}/lineage")
+    def lineage_api(name: str, version: str, request: Request, user: GetUserDep) -> JSONResponse:
+        from airloop.model_overview import lineage
+
+        settings, spec, links = readable(name, request, user)
+        try:
+            facts = lineage(spec, version, settings, links=links)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return JSONResponse(facts, headers={"Cache-Control": "no-store"})
 
     return router

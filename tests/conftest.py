@@ -64,6 +64,50 @@ def demo_spec():
     return load_spec(REPO_ROOT / "include" / "models" / "late_delivery.yaml")
 
 
+def _train_example_versions(spec, settings, shuffled: tuple[bool, ...] = (False, True)):
+    """Register real versions of the demo model (late_delivery) from its example data, no Airflow.
+
+    One version per entry of ``shuffled``, in order: ``True`` trains on shuffled labels, a model
+    that learned nothing and misses the roc_auc floor. Six days of orders, the last holdout days
+    held out, on one thread. Returns ``([(version, holdout metrics), ...], holdout)``; nothing is
+    promoted.
+    """
+    import datetime as dt
+
+    import pandas as pd
+    from threadpoolctl import threadpool_limits
+
+    from airloop import train
+    from airloop.spec import example_data
+
+    datagen = example_data("late_delivery")
+    days = [dt.date(2024, 3, 1) + dt.timedelta(days=i) for i in range(6)]
+    orders = pd.concat([datagen.generate_orders(d, orders_per_day=400) for d in days], ignore_index=True)
+    frame = orders[["restaurant_id", "event_timestamp", "distance_km", "items", "prep_minutes", spec.target]]
+    fit_on, holdout = train.time_split(frame, "event_timestamp", spec.split.holdout_days)
+    columns = train.feature_columns(spec, frame)
+    versions = []
+    with threadpool_limits(1):  # OpenMP threads fighting a starting api-server cost 5x
+        for shuffle in shuffled:
+            data = fit_on
+            if shuffle:
+                labels = fit_on[spec.target].sample(frac=1, random_state=1).to_numpy()
+                data = fit_on.assign(**{spec.target: labels})
+            model = train.fit(spec, data, columns)
+            metrics = train.evaluate(spec, model, holdout[columns], holdout[spec.target])
+            _, version = train.log_training_run(
+                spec, model, data, holdout, columns, metrics, train.Lineage(trigger_reason="test"), settings
+            )
+            versions.append((version, metrics))
+    return versions, holdout
+
+
+@pytest.fixture(scope="session")
+def train_example_versions():
+    """:func:`_train_example_versions`, for module fixtures that build a registry of their own."""
+    return _train_example_versions
+
+
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 # Redis databases the tests may claim (tests/stack/native.py claims 4-13; bench uses 14).
 REDIS_DB_POOL = (15, 3, 2, 1)

@@ -14,6 +14,7 @@ __all__ = [
     "OnlineStoreError",
     "PredictionStoreError",
     "PromotionError",
+    "PromotionRefused",
     "RegistryError",
     "ServeError",
     "ServiceUnreachable",
@@ -29,6 +30,10 @@ class RegistryError(RuntimeError):
 
 class PromotionError(RuntimeError):
     """A promotion or rollback could not be carried out (e.g. rollback with no target)."""
+
+
+class PromotionRefused(PromotionError):
+    """The gate refused a requested promotion (a floor missed, or no better than ``@champion``)."""
 
 
 class OnlineStoreError(RuntimeError):

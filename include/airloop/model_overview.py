@@ -13,6 +13,11 @@
 - ``drift``: the last drift checks from the policy history (:func:`airloop.monitoring.load_history`)
   with the model quality their MLflow runs logged.
 
+:func:`lineage` follows one version from its data to what came after it: the DVC batches and
+revision, the validation result, the feature service and columns, the training run, the gate,
+the Bento it was packaged into, its promotions and the drift checks made while it served, all
+from what training, the gate, packaging and monitoring recorded in MLflow and the policy history.
+
 Each part fails on its own and says so: a part that cannot be read has an ``error`` string (the
 registry down, the service unreachable), never an empty value that would read as "nothing there".
 Links are URLs (the Airflow UI, the Airloop reports app, the MLflow UI when one is configured),
@@ -40,11 +45,13 @@ if TYPE_CHECKING:
 __all__ = [
     "Links",
     "floor_checks",
+    "lineage",
     "mlflow_ui_url",
     "overview",
     "overviews",
     "query_service",
     "serving_facts",
+    "version_facts",
 ]
 
 # The MLflow UI as a browser reaches it, when that is not the tracking URI (compose: the
@@ -150,7 +157,7 @@ def _report_link(spec: "ModelSpec", report_id: str | None, settings: Settings, l
     return links.report(spec.name, report_id)
 
 
-def _version_facts(
+def version_facts(
     spec: "ModelSpec", mlflow_client: "MlflowClient", version: str, settings: Settings, links: Links
 ) -> dict[str, Any]:
     """One registered version: its run's holdout metrics against the spec's promotion rules."""
@@ -206,9 +213,9 @@ def _registry_facts(spec: "ModelSpec", settings: Settings, links: Links) -> dict
         latest = str(newest[0].version) if newest else None
         for key, version in (("champion", champion), ("challenger", challenger)):
             if version is not None:
-                out[key] = _version_facts(spec, mlflow_client, version, settings, links)
+                out[key] = version_facts(spec, mlflow_client, version, settings, links)
         if latest is not None and latest not in (champion, challenger):
-            out["latest"] = _version_facts(spec, mlflow_client, latest, settings, links)
+            out["latest"] = version_facts(spec, mlflow_client, latest, settings, links)
     except Exception as exc:  # noqa: BLE001 - shown as the registry's error, never as "no model"
         out["error"] = _error(exc)
     return out
@@ -223,10 +230,82 @@ def _history_facts(spec: "ModelSpec", settings: Settings, links: Links, limit: i
     out = []
     for event in reversed(events[-limit:]):
         by = str(event.get("by") or "")
-        stage = _ACTION_STAGE.get(str(event.get("action")))
+        # An entry names the stage whose run made it (a manual promotion: the promote DAG) or not.
+        stage = event.get("stage") or _ACTION_STAGE.get(str(event.get("action")))
         run = links.dag_run(spec.dag_id(stage), by) if stage and by.startswith(_RUN_TYPES) else None
         out.append({**event, "links": {"airflow_run": run}})
     return {"events": out, "total": len(events), "error": None}
+
+
+# -- one version's lineage --------------------------------------------------------------------
+
+
+def _recorded_batches(mlflow_client: "MlflowClient", run_id: str) -> tuple[list[dict], str | None]:
+    """The batches a training run recorded (``lineage/batches.json``), or why there are none."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    if not any(a.path == "lineage/batches.json" for a in mlflow_client.list_artifacts(run_id, "lineage")):
+        return [], "no batch list recorded with the training run"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow_client.download_artifacts(run_id, "lineage/batches.json", tmp)
+        return json.loads(Path(path).read_text()), None
+
+
+def lineage(
+    spec: "ModelSpec", version: str, settings: Settings | None = None, *, links: Links | None = None
+) -> dict[str, Any]:
+    """One registered version from its data to what followed it (see the module docstring), JSON-safe.
+
+    Raises :class:`LookupError` if the model has no such version; a registry fault raises as it is.
+    """
+    from airloop.monitoring.results import json_safe
+    from airloop.package import BENTO_TAG
+
+    s = settings or get_settings()
+    links = links or Links(mlflow=mlflow_ui_url(s))
+    mlflow_client = registry.client(s)
+    try:
+        facts = version_facts(spec, mlflow_client, str(version), s, links)
+    except Exception as exc:
+        if registry.is_not_found(exc):
+            raise LookupError(f"{spec.registered_model_name} has no version {version!r}") from None
+        raise
+    mv = mlflow_client.get_model_version(spec.registered_model_name, facts["version"])
+    tags = dict(mv.tags or {})
+    run = mlflow_client.get_run(facts["run_id"]) if facts["run_id"] else None
+    params = run.data.params if run else {}
+    batches, batches_error = _recorded_batches(mlflow_client, facts["run_id"]) if run else ([], "no training run")
+    history = _history_facts(spec, s, links, limit=10_000)
+    drift = _drift_facts(spec, s, links, limit=10_000)
+    return json_safe({
+        "model": spec.name,
+        "registered_model": spec.registered_model_name,
+        "version": facts,
+        "data": {
+            "dvc_rev": tags.get("airloop.dvc_rev", ""),
+            "dvc_md5": tags.get("airloop.dvc_md5", ""),
+            "validation_result_id": tags.get("airloop.validation_result_id", ""),
+            "batches": batches,
+            "batches_error": batches_error,
+        },
+        "features": {
+            "service": tags.get("airloop.feature_service") or params.get("feature_service", ""),
+            "columns": [c for c in params.get("feature_columns", "").split(",") if c],
+        },
+        "training_run": {
+            "run_id": facts["run_id"],
+            "link": facts["links"]["mlflow_run"],
+            "code_version": tags.get("airloop.code_version", ""),
+            **{key: params.get(key) for key in ("estimator", "train_rows", "holdout_rows", "holdout_start",
+                                                "holdout_end")},
+        },
+        "bento_tag": tags.get(BENTO_TAG),
+        "promotions": [e for e in history["events"] if str(e.get("version")) == facts["version"]],
+        "drift_checks": [c for c in drift["checks"] if str(c.get("champion_version")) == facts["version"]],
+        "errors": {"history": history["error"], "drift": drift["error"]},
+    })
 
 
 # -- the prediction service --------------------------------------------------------------------
@@ -412,7 +491,7 @@ def overview(
         {"events": [], "total": 0, "error": facts["error"]},
         "drift": _drift_facts(spec, s, links, check_limit),
         "links": {
-            stage: links.dag(spec.dag_id(stage)) for stage in ("train", "monitor", "package", "rollback")
+            stage: links.dag(spec.dag_id(stage)) for stage in ("train", "monitor", "package", "promote", "rollback")
         },
     })
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from airloop.notifiers import AlertLogNotifier
     from airloop.spec import ModelSpec
 
-STAGES = ("ingest", "features", "train", "rollback", "package", "monitor")
+STAGES = ("ingest", "features", "train", "promote", "rollback", "package", "monitor")
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,20 @@ def rollback_params() -> dict[str, Param]:
     }
 
 
+def promote_params() -> dict[str, Param]:
+    """Params of ``<model>__promote``: the version to make ``@champion``, why, and whether the
+    gate's verdict may be overridden (recorded with the triggering user)."""
+    return {
+        "version": Param(type="string", minLength=1, title="Version", description="The registered version to promote."),
+        "reason": Param("manual promotion", type="string", minLength=1, title="Reason",
+                        description="Kept in the promotion history with your user name."),
+        "override_gate": Param(
+            False, type="boolean", title="Override the gate",
+            description="Promote even if the version misses a floor or does not beat @champion.",
+        ),
+    }
+
+
 def monitor_params(spec: "ModelSpec") -> dict[str, Param]:
     """Params of ``<model>__monitor``: where the checked window ends and how long it is."""
     return {
@@ -173,7 +187,46 @@ def run_reason(run_type: str, reason: str) -> str:
     return reason
 
 
+def run_user(context: Mapping[str, Any]) -> str | None:
+    """Who triggered the running DAG run (Airflow's ``triggering_user_name``; None for the scheduler)."""
+    return getattr(context["dag_run"], "triggering_user_name", None)
+
+
 # --- Task outcomes: how a stage's result maps onto Airflow task states ---------------------------
+
+
+def promote_requested(spec: "ModelSpec", context: Mapping[str, Any]) -> dict:
+    """The promote DAG's task: :func:`airloop.promotion.promote` with the run's Params and user.
+
+    A refusal (the gate, an unknown version, already ``@champion``) fails the task at once, without
+    retries: asking again changes nothing. Registry faults raise as they are, and retry.
+    """
+    from airloop.errors import PromotionError
+    from airloop.promotion import promote
+
+    params = context["params"]
+    try:
+        return promote(spec, params["version"], actor=context["dag_run"].run_id, user=run_user(context),
+                       reason=params["reason"], override_gate=params["override_gate"])
+    except PromotionError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def rollback_requested(spec: "ModelSpec", context: Mapping[str, Any]) -> str:
+    """The rollback DAG's task: :func:`airloop.promotion.rollback` with the run's Params and user.
+
+    Nothing to roll back to, or an unknown version, fails the task at once, without retries.
+    """
+    from airloop.errors import PromotionError
+    from airloop.promotion import rollback
+
+    params = context["params"]
+    try:
+        return rollback(spec, params.get("to_version"), actor=context["dag_run"].run_id, user=run_user(context),
+                        reason=params["reason"])
+    except PromotionError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
 
 
 def publish_batch(spec: "ModelSpec", batch_path: str) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
@@ -277,6 +277,57 @@ def serve_config() -> ServeConfig:
             raise ServeConfigError(f"{env}={raw!r} must be positive")
         values[name] = value
     return ServeConfig(**values)
+
+
+# -- the Airflow API, as the `airloop` command reaches it -------------------------------------
+
+
+class ApiConfigError(ValueError):
+    """The `airloop` command cannot log in with what the environment gives it."""
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Where the ``airloop`` command finds Airflow's REST API, and how it logs in.
+
+    ``AIRLOOP_AIRFLOW_URL`` (default ``http://127.0.0.1:8080``, ``make up``'s api-server);
+    ``AIRLOOP_AIRFLOW_USER`` (default ``admin``) with ``AIRLOOP_AIRFLOW_PASSWORD``, exchanged for a
+    JWT at ``/auth/token``, or ``AIRLOOP_AIRFLOW_TOKEN``, a JWT used as it is. The password has no
+    default; ``AIRLOOP_AIRFLOW_TIMEOUT`` (seconds, default 60: an api-server's first Models call
+    imports MLflow, seconds on a busy machine) bounds each answer, and connecting takes at most 10 s.
+    """
+
+    url: str = "http://127.0.0.1:8080"
+    user: str = "admin"
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+    timeout: float = 60.0
+
+    def as_env(self) -> dict[str, str]:
+        """For display: the password and token masked, unset ones left out."""
+        env = {"AIRLOOP_AIRFLOW_URL": self.url, "AIRLOOP_AIRFLOW_USER": self.user,
+               "AIRLOOP_AIRFLOW_TIMEOUT": str(self.timeout)}
+        env.update({name: "***" for name, value in (("AIRLOOP_AIRFLOW_PASSWORD", self.password),
+                                                    ("AIRLOOP_AIRFLOW_TOKEN", self.token)) if value})
+        return env
+
+
+def api_config() -> ApiConfig:
+    """The ``airloop`` command's Airflow API settings from the environment (see :class:`ApiConfig`)."""
+    raw = _env("AIRLOOP_AIRFLOW_TIMEOUT", str(ApiConfig.timeout)).strip()
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = 0.0
+    if not timeout > 0:
+        raise ApiConfigError(f"AIRLOOP_AIRFLOW_TIMEOUT must be a positive number of seconds, got {raw!r}")
+    return ApiConfig(
+        url=_env("AIRLOOP_AIRFLOW_URL", ApiConfig.url).strip().rstrip("/"),
+        user=_env("AIRLOOP_AIRFLOW_USER", ApiConfig.user).strip(),
+        password=os.environ.get("AIRLOOP_AIRFLOW_PASSWORD", ""),
+        token=os.environ.get("AIRLOOP_AIRFLOW_TOKEN", "").strip(),
+        timeout=timeout,
+    )
 
 
 # -- secrets ---------------------------------------------------------------------------------

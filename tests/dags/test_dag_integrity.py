@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from airloop.orchestration import (
-    RETRAIN_POLICY_TASK, STAGES, ingest_params, monitor_params, rollback_params, train_params,
+    RETRAIN_POLICY_TASK, STAGES, ingest_params, monitor_params, promote_params, rollback_params, train_params,
 )
 from airloop.spec import load_specs
 
@@ -23,7 +23,7 @@ DAGS = REPO_ROOT / "dags"
 # What a DAG file (and airloop.orchestration) may import only inside task functions.
 HEAVY = ("mlflow", "feast", "bentoml", "evidently", "great_expectations", "dvc", "sklearn", "pandas")
 # Written out, not taken from airloop.orchestration.STAGES: dropping a stage there must fail here.
-EXPECTED_STAGES = {"ingest", "features", "train", "rollback", "package", "monitor"}
+EXPECTED_STAGES = {"ingest", "features", "train", "promote", "rollback", "package", "monitor"}
 MAX_DAG_FILE_LINES = 80
 
 _PROBE = """
@@ -111,7 +111,7 @@ def test_the_heavy_import_probe_sees_a_heavy_import(probes):
 
 
 def test_every_spec_gets_exactly_its_stage_dags(parse_report):
-    """The six stages for every spec in the models directory, and no other DAG."""
+    """The seven stages for every spec in the models directory, and no other DAG."""
     specs = load_specs()
     assert specs, "no model specs"
     assert set(STAGES) == EXPECTED_STAGES
@@ -187,6 +187,7 @@ def test_dags_take_their_params_from_orchestration(dagbag):
         expected = {
             "ingest": ingest_params(),
             "train": train_params(),
+            "promote": promote_params(),
             "rollback": rollback_params(),
             "monitor": monitor_params(spec),
         }

@@ -70,20 +70,6 @@ class Built:
     report_id: str  # the check with an HTML report
 
 
-def _train(spec, settings, fit_on, holdout, columns, *, shuffle_labels: bool):
-    """Fit, log and register one real version; return (version, holdout metrics)."""
-    from airloop import train
-
-    if shuffle_labels:  # a model that learned nothing: it misses the roc_auc floor
-        fit_on = fit_on.assign(**{spec.target: fit_on[spec.target].sample(frac=1, random_state=1).to_numpy()})
-    model = train.fit(spec, fit_on, columns)
-    metrics = train.evaluate(spec, model, holdout[columns], holdout[spec.target])
-    _, version = train.log_training_run(
-        spec, model, fit_on, holdout, columns, metrics, train.Lineage(trigger_reason="test"), settings
-    )
-    return version, metrics
-
-
 def _record_checks(spec, settings, champion: str) -> list:
     """Two drift checks as the monitor DAG records them: logged to MLflow, then decided."""
     from airloop import monitoring
@@ -148,25 +134,12 @@ def stack(home):
 
 
 @pytest.fixture(scope="module")
-def built(home, stack, demo_spec) -> Built:
+def built(home, stack, demo_spec, train_example_versions) -> Built:
     """The registry and records the view shows (trained while the stack starts)."""
-    import pandas as pd
-    from threadpoolctl import threadpool_limits
-
-    from airloop import promotion, registry, train
-    from airloop.spec import example_data
-
-    datagen = example_data("late_delivery")
+    from airloop import promotion, registry
 
     spec, settings = demo_spec, home
-    days = [dt.date(2024, 3, 1) + dt.timedelta(days=i) for i in range(6)]
-    orders = pd.concat([datagen.generate_orders(d, orders_per_day=400) for d in days], ignore_index=True)
-    frame = orders[["restaurant_id", "event_timestamp", "distance_km", "items", "prep_minutes", spec.target]]
-    fit_on, holdout = train.time_split(frame, "event_timestamp", spec.split.holdout_days)
-    columns = train.feature_columns(spec, frame)
-    with threadpool_limits(1):  # OpenMP threads fighting the starting api-server cost 5x here
-        v1, m1 = _train(spec, settings, fit_on, holdout, columns, shuffle_labels=False)
-        v2, m2 = _train(spec, settings, fit_on, holdout, columns, shuffle_labels=True)
+    ((v1, m1), (v2, m2)), holdout = train_example_versions(spec, settings)
     assert promotion.gate(spec, v1, holdout, m1, actor="manual__2026-01-01T00:00:00+00:00", settings=settings).promoted
     assert not promotion.gate(spec, v2, holdout, m2, actor="test", settings=settings).promoted
     promotion.rollback(spec, v1, actor=HOSTILE_ACTOR, reason=HOSTILE_REASON, settings=settings)
