@@ -32,7 +32,8 @@ Shared by the stages:
 - ``orchestration``: what DAG files share (Params, assets, callbacks); ``notifiers``: the
   failure alerts; ``preload``: heavy libraries imported once before tasks fork;
 - ``model_overview``: a model at a glance (registry, service, records) for the UI plugin;
-  ``timeline``: where the loop's wall time goes; ``cli``: small command-line entry points;
+  ``timeline``: where the loop's wall time goes; ``cli``: the ``airloop`` command, over
+  ``client``, a small HTTP client of Airflow's REST API and the Models JSON API;
 - ``demo`` (a package): the closed loop on one machine; ``testing``: the test and demo harness.
 
 This package's ``__all__`` names ``__version__`` only: listing the modules would make

@@ -71,6 +71,7 @@ def _served(serving: dict) -> str:
 
 
 def render_models(result: dict) -> str:
+    """Every model as one table row: champion, score, challenger, served version, last drift check."""
     rows, notes = [], []
     for m in result["models"]:
         reg, drift = m["registry"], m["drift"]
@@ -95,6 +96,7 @@ def _floors(facts: dict) -> str:
 
 
 def render_status(model: dict, runs: list[dict]) -> str:
+    """One model in full: versions against the floors, the served version, history, drift checks and runs."""
     reg, serving = model["registry"], model["serving"]
     out = [f"{model['model']}: {model['description']}".rstrip(": "), ""]
     if reg["error"]:
@@ -133,6 +135,7 @@ def render_status(model: dict, runs: list[dict]) -> str:
 
 
 def render_lineage(facts: dict) -> str:
+    """A version's lineage, from data batches to the drift checks made while it served."""
     v, data, run = facts["version"], facts["data"], facts["training_run"]
     out = [f"{facts['model']} v{v['version']}  (registered {v['created_at']}; aliases: "
            f"{', '.join('@' + a for a in v['aliases']) or 'none'})", ""]
@@ -160,6 +163,7 @@ def render_lineage(facts: dict) -> str:
 
 
 def render_run(run: dict, event: dict | None = None) -> str:
+    """A triggered promote or rollback run: its id, state, conf and (once done) the champion event."""
     text = (f"{run['dag_id']} run {run['dag_run_id']}: {run['state']} "
             f"(triggered by {run.get('triggering_user_name') or '?'}; conf {json.dumps(run.get('conf') or {})})")
     if event:

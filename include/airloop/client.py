@@ -42,6 +42,8 @@ class ClientError(RuntimeError):
 
 
 class Unreachable(ClientError):
+    """The api-server did not answer (down, wrong URL, or a timeout)."""
+
     exit_code = 3
 
 
@@ -52,6 +54,8 @@ class LoginRefused(ClientError):
 
 
 class Forbidden(ClientError):
+    """Logged in, but the user's role does not allow the request (e.g. a viewer triggering a DAG)."""
+
     exit_code = 4
 
 
