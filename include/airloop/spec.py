@@ -412,6 +412,24 @@ class ModelSpec(_Strict):
                 if name in outputs:
                     raise ValueError(f"{here}: the output name {name!r} is already {outputs[name]}")
                 outputs[name] = f"a feature of {agg.name}"
+        self._check_warmup()
+
+    def _check_warmup(self) -> None:
+        """The warm-up days cover the longest declared window: a training row's statistics must
+        summarize whole windows, not the first days of data."""
+        windows = [
+            (feature.window_days, f"features.aggregations.{agg.name}.features.{name}")
+            for agg in self.features.aggregations
+            for name, feature in agg.features.items()
+        ]
+        if not windows:
+            return
+        days, where = max(windows, key=lambda w: w[0])
+        if self.split.warmup_days < days:
+            raise ValueError(
+                f"split.warmup_days: {self.split.warmup_days} is shorter than the longest declared window, "
+                f"{days}d ({where}): the first training days would see partial windows (set it to {days} or more)"
+            )
 
     @property
     def join_keys(self) -> list[str]:
