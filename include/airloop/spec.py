@@ -32,6 +32,21 @@ class DatasetSpec(_Strict):
     pattern: str
     timestamp: str
     columns: dict[str, ColumnType]
+    # The IANA zone whose midnights cut the table's days: a batch ``<name>_YYYY-MM-DD.csv``
+    # covers [local midnight, next local midnight) of that date (23 or 25 hours on a DST day).
+    # Stored times stay UTC.
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone name (e.g. 'UTC', 'Europe/Berlin'): {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _timestamp_is_a_column(self) -> "DatasetSpec":
@@ -52,7 +67,7 @@ class ValidationSpec(_Strict):
     ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
     categories: dict[str, list[str]] = Field(default_factory=dict)
     row_count: tuple[int, int] = (1, 10_000_000)
-    # "1d": every timestamp falls inside the batch's day (UTC). None: no window (a static table
+    # "1d": every timestamp falls inside the batch's day (in the table's timezone). None: no window (a static table
     # whose timestamps say since when a row holds).
     window: Literal["1d"] | None = "1d"
 
@@ -451,7 +466,10 @@ class ModelSpec(_Strict):
             return self
         for ref in self.references:
             if ref.name == name:
-                table = DatasetSpec(name=ref.name, pattern=ref.pattern, timestamp=ref.timestamp, columns=ref.columns)
+                table = DatasetSpec(
+                    name=ref.name, pattern=ref.pattern, timestamp=ref.timestamp, columns=ref.columns,
+                    timezone=ref.timezone,
+                )
                 return self.model_copy(update={"dataset": table, "validation": ref.validation})
         raise SpecError(f"{self.name}: no dataset or reference table named {name!r} (known: {self.dataset_names})")
 
