@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from airloop.spec import ModelSpec
 
-__all__ = ["FEAST_TYPES", "check_definitions", "definition_problems"]
+__all__ = ["FEAST_TYPES", "check_definitions", "definition_problems", "longest_day"]
 
 # The Feast types a view may declare for a column of each spec type (what Airloop writes).
 FEAST_TYPES: dict[str, tuple[str, ...]] = {
@@ -40,8 +40,20 @@ FEAST_TYPES: dict[str, tuple[str, ...]] = {
 
 # The column the aggregation engine stamps each row with (the end of the day it summarizes).
 _STAMP = "event_timestamp"
-# Aggregation files are written once per event day.
-_CADENCE = timedelta(days=1)
+
+
+def longest_day(timezone: str) -> timedelta:
+    """The longest day in ``timezone`` over this year and the next (25 hours where DST falls
+    back by an hour): aggregation rows come once per local day, so at most this far apart."""
+    import datetime as dt
+
+    from airloop.daily_windows import day_start, end_of_day
+
+    if timezone == "UTC":
+        return timedelta(days=1)
+    first = dt.date(dt.date.today().year, 1, 1)
+    days = (first + timedelta(days=i) for i in range(731))
+    return max(end_of_day(d, timezone) - day_start(d, timezone) for d in days)
 
 
 def check_definitions(
@@ -96,6 +108,7 @@ class _Check:
         # Feast adds a dummy entity for views without one: it is no key anyone sends.
         self.join_keys = {e.name: e.join_key for e in contents.entities if e.name != DUMMY_ENTITY_NAME}
         self.problems: list[str] = []
+        self._cadence: timedelta | None = None
         # Local FileSource directory (relative to the offline store) -> the views reading it.
         self.readers: dict[str, list] = {}
         for fv in self.views.values():
@@ -118,6 +131,12 @@ class _Check:
                 return None
             p = p.relative_to(self.offline_dir)
         return p.as_posix().strip("/")
+
+    def cadence(self) -> timedelta:
+        """How far apart an aggregation's rows are stamped at the most: its longest local day."""
+        if self._cadence is None:
+            self._cadence = longest_day(self.spec.dataset.timezone)
+        return self._cadence
 
     def _keys(self, fv) -> list[str]:
         """The join keys of a view: its entities' (Feast only lists a key among a view's
@@ -229,10 +248,12 @@ class _Check:
                     f"Feast view {fv.name} has field {column}, which {where} does not output "
                     f"(it outputs {', '.join(agg.features)})"
                 )
-        if fv.ttl and fv.ttl < _CADENCE:
+        cadence = self.cadence()
+        if fv.ttl and fv.ttl < cadence:
             self.problems.append(
-                f"Feast view {fv.name} has ttl {fv.ttl}, shorter than the day between {where}'s rows: "
-                "events late in a day would get none of its statistics (use at least 1 day, or 0 for no expiry)"
+                f"Feast view {fv.name} has ttl {fv.ttl}, shorter than the day between {where}'s rows "
+                f"({cadence} at the longest in {self.spec.dataset.timezone}): events late in a day would get "
+                f"none of its statistics (use at least {cadence}, or 0 for no expiry)"
             )
 
     # -- published tables: the event dataset and the reference tables -----------------------
