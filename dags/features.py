@@ -1,7 +1,7 @@
 """Feature DAGs: one per model spec, scheduled on its validated-data Asset.
 
-Runs the model's declared aggregations and its own feature job, if any (its spec's
-``features.aggregations`` and ``features.transform``) on the validated data,
+Checks the spec against its Feast declarations (in the task: parsing imports no Feast), runs
+the model's declared aggregations and its own job (``features.aggregations``, ``.transform``),
 applies every model's Feast definitions when they changed (and only then), materializes the
 model's own views offline to online in bounded chunks, and emits the features-fresh Asset.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from airflow.sdk import Asset, dag, get_current_context, task
 
-from airloop.orchestration import asset_name, asset_uri, dag_kwargs, dag_specs
+from airloop.orchestration import asset_name, asset_uri, check_feast_definitions, dag_kwargs, dag_specs
 from airloop.spec import ModelSpec
 
 
@@ -32,6 +32,7 @@ def build_features_dag(spec: ModelSpec):
         def derive_sources() -> dict:
             from airloop.features import derive
 
+            check_feast_definitions(spec)  # the spec and its Feast declarations agree
             result = derive(spec)
             since = result.changed_since.isoformat() if result.changed_since else None
             detail = {k: v for k, v in result.detail.items() if k != "tables"}

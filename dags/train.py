@@ -12,7 +12,7 @@ from __future__ import annotations
 from airflow.sdk import Asset, dag, get_current_context, task
 
 from airloop.orchestration import (
-    asset_name, asset_uri, dag_kwargs, dag_specs, parse_day, run_reason, train_params,
+    asset_name, asset_uri, check_feast_definitions, dag_kwargs, dag_specs, parse_day, run_reason, train_params,
 )
 from airloop.spec import ModelSpec
 
@@ -35,6 +35,7 @@ def build_train_dag(spec: ModelSpec):
         def train_and_register() -> dict:
             from airloop.train import train_model
 
+            check_feast_definitions(spec)  # the spec and its Feast declarations agree
             context = get_current_context()
             params = context["params"]
             return train_model(

@@ -31,7 +31,7 @@ from airloop.fileio import atomic_path
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Derived", "WindowsResult", "combine_results", "dated_files", "end_of_day", "recompute"]
+__all__ = ["Derived", "WindowsResult", "combine_results", "dated_files", "day_start", "end_of_day", "recompute"]
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,22 @@ def combine_results(results: dict[str, WindowsResult]) -> WindowsResult:
     )
 
 
-def end_of_day(day: dt.date) -> dt.datetime:
-    """When the statistics of ``day`` become visible: the end of that day (UTC)."""
-    return dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+def day_start(day: dt.date, timezone: str = "UTC") -> dt.datetime:
+    """The first instant of ``day`` in the IANA zone ``timezone``, in UTC.
+
+    Local midnight; where a DST change skips midnight, the instant the day begins (zoneinfo
+    reads a skipped time with the offset before the change). A day is [day_start(d),
+    day_start(d + 1)): 23 or 25 hours long on a DST day.
+    """
+    from zoneinfo import ZoneInfo
+
+    local = dt.datetime.combine(day, dt.time(), tzinfo=ZoneInfo(timezone))
+    return local.astimezone(dt.timezone.utc)
+
+
+def end_of_day(day: dt.date, timezone: str = "UTC") -> dt.datetime:
+    """When the statistics of ``day`` become visible: the end of that day in ``timezone`` (as UTC)."""
+    return day_start(day + dt.timedelta(days=1), timezone)
 
 
 def dated_files(directory: Path) -> dict[dt.date, Path]:
@@ -111,6 +124,7 @@ def recompute(
     combine: Callable[[dt.date, dict[dt.date, "pd.DataFrame"]], "pd.DataFrame"],
     stamp_column: str = "event_timestamp",
     force: bool = False,
+    timezone: str = "UTC",
 ) -> WindowsResult:
     """Write ``out/<name>_YYYY-MM-DD.parquet`` for every day of ``source`` whose window changed.
 
@@ -119,6 +133,9 @@ def recompute(
     ``combine(day, summaries)`` gets the summaries of the window's days that had events
     (``day`` itself may be absent) and returns one row per key. The engine adds
     ``stamp_column`` (the end of ``day``). Outputs of days whose input is gone are removed.
+    Days are cut at midnight in the IANA zone ``timezone`` (the dataset's): an input file of
+    day D holds the events of that local day, and its statistics are stamped at the next
+    local midnight (stored as UTC).
     """
     if window_days < 1:
         raise ValueError("window_days must be at least 1")
@@ -141,15 +158,15 @@ def recompute(
             continue
         for d, path in window.items():
             if d not in summaries:
-                summaries[d] = summarize(_read_day(path, d, timestamp, columns))
+                summaries[d] = summarize(_read_day(path, d, timestamp, columns, timezone))
         frame = combine(day, {d: summaries[d] for d in window})
-        frame[stamp_column] = end_of_day(day)
+        frame[stamp_column] = end_of_day(day, timezone)
         _write_parquet(frame, target, {_INPUTS_KEY: fingerprint.encode()})
         written.append(day)
         rows += len(frame)
     changed = [*written, *removed]
     return WindowsResult(
-        changed_since=end_of_day(min(changed)) if changed else None,
+        changed_since=end_of_day(min(changed), timezone) if changed else None,
         rows=rows,
         detail={"days_written": len(written), "unchanged": unchanged, "removed": len(removed)},
         written=written,
@@ -159,16 +176,16 @@ def recompute(
     )
 
 
-def _read_day(path: Path, day: dt.date, timestamp: str, columns: list[str]) -> "pd.DataFrame":
+def _read_day(path: Path, day: dt.date, timestamp: str, columns: list[str], timezone: str) -> "pd.DataFrame":
     import pandas as pd
 
     events = pd.read_parquet(path, columns=list(dict.fromkeys([timestamp, *columns])))
-    start = pd.Timestamp(day, tz="UTC")
+    start, end = pd.Timestamp(day_start(day, timezone)), pd.Timestamp(end_of_day(day, timezone))
     stamps = pd.to_datetime(events[timestamp], utc=True)
-    outside = ~stamps.between(start, start + pd.Timedelta(days=1), inclusive="left")
+    outside = ~stamps.between(start, end, inclusive="left")
     if outside.any():
         # Stamping this day's statistics at its end would leak these rows into earlier events.
-        raise ValueError(f"{path}: {int(outside.sum())} rows are not stamped on {day} (UTC)")
+        raise ValueError(f"{path}: {int(outside.sum())} rows of {timestamp} are not stamped on {day} ({timezone})")
     return events
 
 

@@ -252,6 +252,22 @@ def publish_batch(spec: "ModelSpec", batch_path: str) -> dict:
     return result.as_dict()
 
 
+def check_feast_definitions(spec: "ModelSpec") -> None:
+    """Fail the task, without retries, when the spec and its Feast declarations disagree.
+
+    The first thing a model's ``__features`` and ``__train`` runs do: the check needs Feast
+    (DAG parsing must not import it), and a task process has it loaded anyway. The message
+    names every disagreement (:mod:`airloop.features.consistency`); retrying cannot fix it.
+    """
+    from airloop.features.consistency import check_definitions
+    from airloop.spec import SpecError
+
+    try:
+        check_definitions(spec)
+    except SpecError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
 def _first_attempt() -> bool:
     """Whether the running task is on its first try (True outside a task)."""
     from airflow.sdk import get_current_context

@@ -39,6 +39,21 @@ class DatasetSpec(_Strict):
     pattern: str
     timestamp: str
     columns: dict[str, ColumnType]
+    # The IANA zone whose midnights cut the table's days: a batch ``<name>_YYYY-MM-DD.csv``
+    # covers [local midnight, next local midnight) of that date (23 or 25 hours on a DST day).
+    # Stored times stay UTC.
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone name (e.g. 'UTC', 'Europe/Berlin'): {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _timestamp_is_a_column(self) -> "DatasetSpec":
@@ -63,7 +78,7 @@ class ValidationSpec(_Strict):
     ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
     categories: dict[str, list[str]] = Field(default_factory=dict)
     row_count: tuple[int, int] = (1, 10_000_000)
-    # "1d": every timestamp falls inside the batch's day (UTC). None: no window (a static table
+    # "1d": every timestamp falls inside the batch's day (in the table's timezone). None: no window (a static table
     # whose timestamps say since when a row holds).
     window: Literal["1d"] | None = "1d"
 
@@ -459,6 +474,24 @@ class ModelSpec(_Strict):
                 if name in outputs:
                     raise ValueError(f"{here}: the output name {name!r} is already {outputs[name]}")
                 outputs[name] = f"a feature of {agg.name}"
+        self._check_warmup()
+
+    def _check_warmup(self) -> None:
+        """The warm-up days cover the longest declared window: a training row's statistics must
+        summarize whole windows, not the first days of data."""
+        windows = [
+            (feature.window_days, f"features.aggregations.{agg.name}.features.{name}")
+            for agg in self.features.aggregations
+            for name, feature in agg.features.items()
+        ]
+        if not windows:
+            return
+        days, where = max(windows, key=lambda w: w[0])
+        if self.split.warmup_days < days:
+            raise ValueError(
+                f"split.warmup_days: {self.split.warmup_days} is shorter than the longest declared window, "
+                f"{days}d ({where}): the first training days would see partial windows (set it to {days} or more)"
+            )
 
     @property
     def join_keys(self) -> list[str]:

@@ -68,15 +68,16 @@ class TrainResult:
 
 
 def time_split(
-    frame: "pd.DataFrame", timestamp: str, holdout_days: int, warmup_days: int = 0
+    frame: "pd.DataFrame", timestamp: str, holdout_days: int, warmup_days: int = 0, timezone: str = "UTC"
 ) -> "tuple[pd.DataFrame, pd.DataFrame]":
     """Train on everything before the last ``holdout_days`` days; never shuffle across.
 
-    Rows of the first ``warmup_days`` days of ``frame`` are left out of both.
+    Rows of the first ``warmup_days`` days of ``frame`` are left out of both. Days are cut at
+    midnight in the IANA zone ``timezone`` (the dataset's).
     """
     import pandas as pd
 
-    ts = pd.to_datetime(frame[timestamp], utc=True)
+    ts = _local_times(frame[timestamp], timezone)
     cutoff = ts.max().normalize() - pd.Timedelta(days=holdout_days - 1)
     kept = ts >= ts.min().normalize() + pd.Timedelta(days=warmup_days)
     train, holdout = frame[kept & (ts < cutoff)], frame[kept & (ts >= cutoff)]
@@ -86,6 +87,14 @@ def time_split(
             f"{cutoff:%Y-%m-%d}: {len(train)} training rows, {len(holdout)} holdout rows"
         )
     return train.sort_values(timestamp), holdout.sort_values(timestamp)
+
+
+def _local_times(stamps: "pd.Series", timezone: str) -> "pd.Series":
+    """Times as naive wall-clock times of ``timezone``: calendar days (23 or 25 hours on a DST
+    day) are then whole ``Timedelta(days=...)`` apart."""
+    import pandas as pd
+
+    return pd.to_datetime(stamps, utc=True).dt.tz_convert(timezone).dt.tz_localize(None)
 
 
 def make_estimator(spec: "ModelSpec", inputs: "pd.DataFrame | None" = None) -> Any:
@@ -150,9 +159,7 @@ def recency_weights(spec: "ModelSpec", train: "pd.DataFrame") -> "np.ndarray | N
     half_life = spec.split.recency_half_life_days
     if half_life is None:
         return None
-    import pandas as pd
-
-    days = pd.to_datetime(train[spec.dataset.timestamp], utc=True).dt.normalize()
+    days = _local_times(train[spec.dataset.timestamp], spec.dataset.timezone).dt.normalize()
     age = (days.max() - days).dt.days.to_numpy()
     return 0.5 ** (age / half_life)
 
@@ -377,7 +384,9 @@ def train_model(
         for v in _batches_in_window(committed_batches(table, s)[1], None, end)
     ]
     frame = build_dataset(spec, events, s)
-    train, holdout = time_split(frame, spec.dataset.timestamp, spec.split.holdout_days, spec.split.warmup_days)
+    train, holdout = time_split(
+        frame, spec.dataset.timestamp, spec.split.holdout_days, spec.split.warmup_days, spec.dataset.timezone
+    )
     columns = feature_columns(spec, frame)
     model = fit(spec, train, columns)
     metrics = evaluate(spec, model, holdout[columns], holdout[spec.target])
@@ -458,7 +467,9 @@ def reproduce(spec: "ModelSpec", version: str, *, settings: Settings | None = No
     if "split_spec" in run.data.params:
         update["split"] = spec.split.model_validate(json.loads(run.data.params["split_spec"]))
     respec = spec.model_copy(update=update)
-    train, holdout = time_split(frame, respec.dataset.timestamp, respec.split.holdout_days, respec.split.warmup_days)
+    train, holdout = time_split(
+        frame, respec.dataset.timestamp, respec.split.holdout_days, respec.split.warmup_days, respec.dataset.timezone
+    )
     columns = feature_columns(respec, frame)
     model = fit(respec, train, columns)
     metrics = evaluate(respec, model, holdout[columns], holdout[respec.target])

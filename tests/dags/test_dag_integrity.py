@@ -235,3 +235,35 @@ def test_a_broken_spec_gets_no_dags_but_takes_no_other_models_down(tmp_path, mon
     (result,) = probe((DAGS, None))  # a fresh interpreter, with this models dir
     assert result["import_errors"] == {}
     assert {dag_id.split("__")[0] for dag_id in result["dags"]} == {s.name for s in specs}
+
+
+def test_every_spec_agrees_with_its_feast_declarations():
+    """What parsing cannot check (it must not import Feast), checked here for every shipped
+    spec; a model's __features and __train runs check it again first thing."""
+    from airloop.features.consistency import definition_problems
+
+    specs = load_specs()
+    assert specs, "no model specs"
+    for spec in specs:
+        assert definition_problems(spec) == [], spec.name
+
+
+def test_a_spec_failing_its_own_checks_gets_no_dags_but_takes_no_other_models_down(tmp_path, monkeypatch):
+    """A warm-up shorter than the longest declared window fails the spec at load, naming the field."""
+    import shutil
+
+    from airloop.orchestration import dag_specs
+    from airloop.spec import load_valid_specs
+
+    models = tmp_path / "models"
+    shutil.copytree(REPO_ROOT / "include" / "models", models, ignore=shutil.ignore_patterns("__pycache__"))
+    spec_file = models / "trip_duration.yaml"
+    spec_file.write_text(spec_file.read_text().replace("warmup_days: 7", "warmup_days: 2"))
+    monkeypatch.setenv("AIRLOOP_MODELS_DIR", str(models))
+
+    specs, errors = load_valid_specs()
+    shipped = [s.name for s in load_specs(REPO_ROOT / "include" / "models")]
+    assert [s.name for s in specs] == [name for name in shipped if name != "trip_duration"]
+    assert len(errors) == 1 and "trip_duration.yaml" in str(errors[0])
+    assert "split.warmup_days: 2 is shorter than the longest declared window, 7d" in str(errors[0])
+    assert [s.name for s in dag_specs()] == [s.name for s in specs]

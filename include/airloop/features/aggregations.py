@@ -56,6 +56,7 @@ def aggregate(spec: "ModelSpec", settings: "Settings | None" = None, *, force: b
             summarize=partial(summarize_day, agg),
             combine=partial(combine_window, agg, {k: key_dtypes[k] for k in agg.keys}),
             force=force,
+            timezone=spec.dataset.timezone,
         )
         for agg in spec.features.aggregations
     }

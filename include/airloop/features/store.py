@@ -122,7 +122,7 @@ def load_definitions(
     merged: dict[str, dict[str, Any]] = {}
     owners: dict[tuple[str, str], str] = {}
     for spec in specs:
-        contents = _parse_definitions(spec.definitions_dir)
+        contents = parse_definitions(spec.definitions_dir)
         _resolve_file_sources(contents, s.offline_dir)
         for kind, objects in contents._asdict().items():
             if kind == "projects":
@@ -140,7 +140,9 @@ def load_definitions(
     return RepoContents(projects=[Project(name=project or repo_config(s).project)], **fields)
 
 
-def _parse_definitions(directory: Path) -> "RepoContents":
+def parse_definitions(directory: Path) -> "RepoContents":
+    """The Feast objects declared in one model's definitions directory (its feature repo),
+    imported without leaving its modules, ``sys.path`` entry or bytecode behind."""
     from feast.repo_operations import parse_repo
 
     directory = directory.resolve()

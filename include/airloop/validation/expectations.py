@@ -64,7 +64,7 @@ def build_suite(table: "TableSpec") -> "gx.ExpectationSuite":
             min_value={"$PARAMETER": "window_start"},
             max_value={"$PARAMETER": "window_end"},
             strict_max=True,
-            notes="Every event must fall inside the batch day (UTC) and not after the run."
+            notes=f"Every event must fall inside the batch day ({table.timezone}) and not after the run."
             if rules.window else "No row may be stamped after the run.",
         )
     )
@@ -123,7 +123,7 @@ def run_checkpoint(
         # tqdm bars per metric would flood the task logs.
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         context.variables.save()
-    start, end = batch_window(day, window=table.window)
+    start, end = batch_window(day, window=table.window, timezone=table.timezone)
     parameters = {"window_start": start.isoformat(), "window_end": end.isoformat()}
     checkpoint_result = _checkpoint(context, table).run(
         batch_parameters={"dataframe": frame},

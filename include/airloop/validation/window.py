@@ -41,14 +41,17 @@ NO_WINDOW_START = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def batch_window(
-    day: dt.date, now: dt.datetime | None = None, window: str | None = "1d"
+    day: dt.date, now: dt.datetime | None = None, window: str | None = "1d", timezone: str = "UTC"
 ) -> tuple[dt.datetime, dt.datetime]:
-    """[start, end) of a batch day in UTC, cut at ``now`` so no row can come from the future.
+    """[start, end) of a batch day, cut at ``now`` so no row can come from the future.
 
-    ``window=None`` (a table without a batch-day window): any time before ``now``.
+    The day runs from midnight to midnight in the IANA zone ``timezone`` (23 or 25 hours on
+    a DST day); both bounds are given in UTC. ``window=None`` (a table without a batch-day
+    window): any time before ``now``.
     """
+    from airloop.daily_windows import day_start, end_of_day
+
     now = now or dt.datetime.now(dt.timezone.utc)
     if window is None:
         return NO_WINDOW_START, now
-    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
-    return start, min(start + dt.timedelta(days=1), now)
+    return day_start(day, timezone), min(end_of_day(day, timezone), now)
