@@ -708,7 +708,7 @@ def test_helm_values_run_the_same_image_executor_and_environment(rendered):
     assert values["airflowVersion"] == locked
     assert values["images"]["airflow"]["repository"] == rendered["services"]["airflow-worker"]["image"].split(":")[0]
     env = {e["name"] for e in values["env"]} | {s["envName"] for s in values["secret"]}
-    assert set(AIRLOOP_ENV) | set(AIRLOOP_POSTGRES_ENV) <= env
+    assert set(AIRLOOP_ENV) | set(AIRLOOP_POSTGRES_ENV) | {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= env
     mounts = {m["mountPath"] for m in values["volumeMounts"]}
     image_env = dockerfile_env()
     for key in ("AIRLOOP_HOME", "AIRLOOP_DVC_REMOTE", "AIRLOOP_REPORTS_DIR", "BENTOML_HOME"):
