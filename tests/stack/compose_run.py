@@ -499,7 +499,8 @@ def run_ingest(compose: Compose, api: AirflowAPI, check: Checks, timer: Timer, w
     # `docker-compose exec` would do the same, but an exec session through podman's Docker API
     # leaves its conmon process behind for 5 minutes (exit delay 300 s); podman's own exec does not.
     worker = compose("ps", "-q", "airflow-worker").stdout.split()[0]
-    podman("exec", worker, "python", "-m", "airloop.datagen", "--start", start.isoformat(), "--days", str(days))
+    podman("exec", worker, "python", f"/opt/airflow/include/models/{MODEL}/datagen.py", "--start", start.isoformat(),
+           "--days", str(days))
     dag_id = f"{MODEL}__ingest"
     api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
     run_id = api.trigger(dag_id)
