@@ -450,6 +450,9 @@ def check_mlflow_auth(env: dict[str, str], check: Checks) -> None:
     """MLflow's basic-auth app: nothing without a login (UI, REST API), everything with it."""
     mlflow = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
     login = mlflow_login(env)
+    # A worker's first request that passes the login sets up MLflow's app (job scheduler...):
+    # on 2 busy cores that took over 10 s, and minutes under heavy load. 401s come at once.
+    first = 300
     create = f"{mlflow}/api/2.0/mlflow/registered-models/create"
     probe = {"name": "compose-test-auth-probe"}
     r = requests.get(f"{mlflow}/health", timeout=10)
@@ -463,15 +466,16 @@ def check_mlflow_auth(env: dict[str, str], check: Checks) -> None:
     check("anonymous MLflow UI refused with a Basic challenge (browsers prompt for the login)",
           r.status_code == 401 and r.headers.get("WWW-Authenticate", "").lower().startswith("basic"),
           f"{r.status_code} {r.headers.get('WWW-Authenticate')!r}")
-    r = requests.get(f"{mlflow}/", auth=login, timeout=10)
+    r = requests.get(f"{mlflow}/", auth=login, timeout=first)
     check("MLflow UI answers with the login", r.status_code == 200 and "<html" in r.text.lower(), str(r.status_code))
-    r = requests.get(f"{mlflow}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, auth=login, timeout=10)
+    r = requests.get(f"{mlflow}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, auth=login,
+                     timeout=first)
     check("MLflow tracking API answers with the login", r.status_code == 200, r.text[:200])
-    r = requests.post(create, json=probe, auth=login, timeout=10)
+    r = requests.post(create, json=probe, auth=login, timeout=first)
     created = r.status_code == 200
     check("registered-models/create with the login works", created, f"{r.status_code} {r.text[:200]}")
     if created:
-        r = requests.delete(f"{mlflow}/api/2.0/mlflow/registered-models/delete", json=probe, auth=login, timeout=10)
+        r = requests.delete(f"{mlflow}/api/2.0/mlflow/registered-models/delete", json=probe, auth=login, timeout=first)
         check("the probe model is deleted again", r.status_code == 200, f"{r.status_code} {r.text[:200]}")
 
 
