@@ -27,6 +27,7 @@ COPY --chown=50000:0 dags/ /opt/airflow/dags/
 COPY --chown=50000:0 plugins/ /opt/airflow/plugins/
 COPY --chown=50000:0 feature_repo/ /opt/airflow/feature_repo/
 COPY --chown=50000:0 docker/airflow-init.sh /opt/airloop/airflow-init.sh
+COPY --chown=50000:0 docker/mlflow-server.sh /opt/airloop/mlflow-server.sh
 
 # Where state lives; compose mounts a named volume on each. Created here, owned by airflow, so a
 # new volume starts with the right owner.

@@ -340,6 +340,10 @@ SECRET_VARIABLES = (
     "AIRFLOW__API__SECRET_KEY",
     "AIRLOOP_ADMIN_PASSWORD",
     "AIRLOOP_SERVE_FEEDBACK_TOKEN",
+    # MLflow's basic auth (compose): the clients' password, the server's admin and CSRF key.
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
 )
 SECRET_URL_VARIABLES = (
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
@@ -348,6 +352,7 @@ SECRET_URL_VARIABLES = (
     "AIRLOOP_PREDICTION_STORE",
     "AIRLOOP_FEAST_REGISTRY",
     "MLFLOW_TRACKING_URI",
+    "AIRLOOP_MLFLOW_AUTH_DB",
 )
 PLACEHOLDER_SECRETS = frozenset({"change-me", "changeme", "change_me", "secret", "password", "admin", "airflow"})
 MIN_SECRET_LENGTH = 16

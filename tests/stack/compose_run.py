@@ -21,8 +21,9 @@ What it does, each step timed (printed, and written to compose-timings.json in t
     ``service_healthy`` conditions wait on it;
  6. checks: every long-running service healthy, airflow-init exited 0, the api-server's health
     and version endpoints, anonymous and wrong-password requests refused, a JWT from
-    /auth/token, the DAGs parsed (and the Asset-scheduled ones unpaused by airflow-init), the
-    MLflow UI, the prediction services' /livez;
+    /auth/token, the DAGs parsed (and the Asset-scheduled ones unpaused by airflow-init),
+    MLflow's basic auth (anonymous and wrong-password REST and UI requests get 401, the login
+    creates and deletes a registered model), the prediction services' /livez;
  7. a DAG run over REST: demo order batches landed by the worker, ``<model>__ingest`` unpaused
     and triggered with the JWT; every task must succeed on the Celery worker (its hostname), every
     batch be validated (Asset events), and the features DAG the Asset schedules succeed;
@@ -432,16 +433,50 @@ def check_stack(env: dict[str, str], check: Checks, timer: Timer, workers: int) 
         dag = api("GET", f"/dags/{MODEL}__{stage}")
         check(f"airflow-init unpaused {MODEL}__{stage}", not dag["is_paused"], str(dag["is_paused"]))
 
-    mlflow = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
-    r = requests.get(f"{mlflow}/", timeout=10)
-    check("MLflow UI answers", r.status_code == 200 and "<html" in r.text.lower(), str(r.status_code))
-    r = requests.get(f"{mlflow}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=10)
-    check("MLflow tracking API answers", r.status_code == 200, r.text[:200])
+    check_mlflow_auth(env, check)
     for var in ("BENTO_PORT", "BENTO_TRIP_DURATION_PORT"):
         r = requests.get(f"http://127.0.0.1:{env[var]}/livez", timeout=10)
         check(f"prediction service on {var} answers /livez", r.status_code == 200, str(r.status_code))
     timer.mark("stack checks")
     return api
+
+
+def mlflow_login(env: dict[str, str]) -> tuple[str, str]:
+    """The MLflow admin compose creates (MLFLOW_ADMIN_USER, default admin) and its password."""
+    return env.get("MLFLOW_ADMIN_USER") or "admin", env["MLFLOW_ADMIN_PASSWORD"]
+
+
+def check_mlflow_auth(env: dict[str, str], check: Checks) -> None:
+    """MLflow's basic-auth app: nothing without a login (UI, REST API), everything with it."""
+    mlflow = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
+    login = mlflow_login(env)
+    # A worker's first request that passes the login sets up MLflow's app (job scheduler...):
+    # on 2 busy cores that took over 10 s, and minutes under heavy load. 401s come at once.
+    first = 300
+    create = f"{mlflow}/api/2.0/mlflow/registered-models/create"
+    probe = {"name": "compose-test-auth-probe"}
+    r = requests.get(f"{mlflow}/health", timeout=10)
+    check("MLflow /health answers without a login", r.status_code == 200, f"{r.status_code} {r.text[:200]}")
+    r = requests.post(create, json=probe, timeout=10)
+    check("anonymous POST registered-models/create refused (401)", r.status_code == 401, f"{r.status_code} {r.text[:200]}")
+    for who, password in (("a wrong password", "not-the-password-1234"), ("MLflow's old default password", "password1234")):
+        r = requests.post(create, json=probe, auth=(login[0], password), timeout=10)
+        check(f"registered-models/create with {who} refused (401)", r.status_code == 401, f"{r.status_code} {r.text[:200]}")
+    r = requests.get(f"{mlflow}/", timeout=10)
+    check("anonymous MLflow UI refused with a Basic challenge (browsers prompt for the login)",
+          r.status_code == 401 and r.headers.get("WWW-Authenticate", "").lower().startswith("basic"),
+          f"{r.status_code} {r.headers.get('WWW-Authenticate')!r}")
+    r = requests.get(f"{mlflow}/", auth=login, timeout=first)
+    check("MLflow UI answers with the login", r.status_code == 200 and "<html" in r.text.lower(), str(r.status_code))
+    r = requests.get(f"{mlflow}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, auth=login,
+                     timeout=first)
+    check("MLflow tracking API answers with the login", r.status_code == 200, r.text[:200])
+    r = requests.post(create, json=probe, auth=login, timeout=first)
+    created = r.status_code == 200
+    check("registered-models/create with the login works", created, f"{r.status_code} {r.text[:200]}")
+    if created:
+        r = requests.delete(f"{mlflow}/api/2.0/mlflow/registered-models/delete", json=probe, auth=login, timeout=first)
+        check("the probe model is deleted again", r.status_code == 200, f"{r.status_code} {r.text[:200]}")
 
 
 def compose_services() -> list[str]:
@@ -468,7 +503,8 @@ def run_ingest(compose: Compose, api: AirflowAPI, check: Checks, timer: Timer, w
     # `docker-compose exec` would do the same, but an exec session through podman's Docker API
     # leaves its conmon process behind for 5 minutes (exit delay 300 s); podman's own exec does not.
     worker = compose("ps", "-q", "airflow-worker").stdout.split()[0]
-    podman("exec", worker, "python", "-m", "airloop.datagen", "--start", start.isoformat(), "--days", str(days))
+    podman("exec", worker, "python", f"/opt/airflow/include/models/{MODEL}/datagen.py", "--start", start.isoformat(),
+           "--days", str(days))
     dag_id = f"{MODEL}__ingest"
     api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
     run_id = api.trigger(dag_id)
@@ -571,7 +607,7 @@ def run_loop(compose: Compose, api: AirflowAPI, env: dict[str, str], check: Chec
         save_failed_task_logs(api, package, runs)
 
     mlflow = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
-    alias = requests.get(f"{mlflow}/api/2.0/mlflow/registered-models/alias",
+    alias = requests.get(f"{mlflow}/api/2.0/mlflow/registered-models/alias", auth=mlflow_login(env),
                          params={"name": MODEL, "alias": "champion"}, timeout=10).json()
     check("MLflow's @champion is the promoted version", alias.get("model_version", {}).get("version") == champion,
           str(alias)[:300])

@@ -281,7 +281,9 @@ def test_airflow_init_migrates_sets_the_password_and_unpauses(rendered):
 def test_mlflow_server_is_on_postgres_with_artifacts_on_a_volume(rendered):
     mlflow = rendered["services"]["mlflow"]
     cmd = _command(mlflow)
-    assert cmd[:2] == ["mlflow", "server"]
+    # docker/mlflow-server.sh runs `mlflow server` with these arguments (see the auth tests below).
+    assert cmd[:2] == ["bash", "/opt/airloop/mlflow-server.sh"]
+    assert ("docker/mlflow-server.sh", "/opt/airloop/mlflow-server.sh") in dockerfile_copies()
     arg = lambda flag: cmd[cmd.index(flag) + 1]  # noqa: E731
     assert urlsplit(arg("--backend-store-uri")).path == "/mlflow"
     assert _on(arg("--artifacts-destination"), _named_volume_targets(mlflow, set(rendered["volumes"])))
@@ -290,6 +292,115 @@ def test_mlflow_server_is_on_postgres_with_artifacts_on_a_volume(rendered):
     assert arg("--host") == "0.0.0.0" and arg("--port") == "5000"
     # A worker still starting must not be killed by uvicorn's 5 s default (compose_run.py saw it).
     assert "--timeout-worker-healthcheck 60" in arg("--uvicorn-opts")
+
+
+# -- MLflow's basic auth -------------------------------------------------------------------
+
+
+def _mlflow_clients(rendered) -> dict[str, dict[str, str]]:
+    return {n: _env(s) for n, s in rendered["services"].items() if "MLFLOW_TRACKING_URI" in _env(s)}
+
+
+def test_mlflow_runs_the_basic_auth_app_with_its_user_store_on_postgres(rendered):
+    mlflow = rendered["services"]["mlflow"]
+    cmd, env = _command(mlflow), _env(mlflow)
+    assert cmd[cmd.index("--app-name") + 1] == "basic-auth"
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] and env["MLFLOW_AUTH_ADMIN_PASSWORD"] and env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    store = urlsplit(env["AIRLOOP_MLFLOW_AUTH_DB"])
+    assert (store.scheme, store.hostname, store.path) == ("postgresql+psycopg2", "postgres", "/mlflow"), "not SQLite in a layer"
+    assert mlflow["healthcheck"]["test"][-1].endswith("/health"), "the one route the auth app leaves open"
+
+
+def test_every_mlflow_client_service_gets_the_admin_credentials(rendered):
+    server = _env(rendered["services"]["mlflow"])
+    clients = _mlflow_clients(rendered)
+    assert {*AIRFLOW_SERVICES, *BENTO_SERVICES} <= set(clients), "tasks, the Models view and serving use MLflow"
+    for name, env in clients.items():
+        assert env.get("MLFLOW_TRACKING_USERNAME") == server["MLFLOW_AUTH_ADMIN_USERNAME"], name
+        assert env.get("MLFLOW_TRACKING_PASSWORD") == server["MLFLOW_AUTH_ADMIN_PASSWORD"], name
+
+
+def test_compose_refuses_to_start_without_the_mlflow_secrets(tmp_path):
+    for name in ("MLFLOW_ADMIN_PASSWORD", "MLFLOW_SECRET_KEY"):
+        env = tmp_path / f"no-{name}.env"
+        env.write_text("".join(line + "\n" for line in ENV_EXAMPLE.read_text().splitlines()
+                               if not line.startswith(f"{name}=")))
+        result = _compose_config(tmp_path, env)
+        assert result.returncode != 0 and f"set {name} in .env" in result.stderr, result.stderr
+
+
+MLFLOW_ARGS = ["--app-name", "basic-auth", "--port", "5000"]
+
+
+def _mlflow_server_sh(env: dict[str, str], tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    """docker/mlflow-server.sh with a stand-in `mlflow` that records its arguments and config."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "mlflow-called"
+    bin_dir.mkdir(exist_ok=True)
+    stub = bin_dir / "mlflow"
+    stub.write_text(f'#!/bin/sh\n{{ echo "$@"; stat -c %a "$MLFLOW_AUTH_CONFIG_PATH"; cat "$MLFLOW_AUTH_CONFIG_PATH"; }} >{record}\n')
+    stub.chmod(0o755)
+    env = {**env, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin",
+           "PYTHONPATH": str(REPO_ROOT / "include"), "TMPDIR": str(tmp_path)}
+    result = subprocess.run(["bash", str(REPO_ROOT / "docker" / "mlflow-server.sh"), *MLFLOW_ARGS],
+                            env=env, capture_output=True, text=True, check=False, timeout=120)
+    return result, record
+
+
+def _rendered_mlflow_env(tmp_path: Path, env_text: str) -> dict[str, str]:
+    env_file = tmp_path / ".env"
+    env_file.write_text(env_text)
+    result = _compose_config(tmp_path, env_file, home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return _env(yaml.safe_load(result.stdout)["services"]["mlflow"])
+
+
+@pytest.mark.parametrize("password", ["change-me", "password1234", "short-secret", ""])
+def test_mlflow_refuses_a_default_or_placeholder_admin_password(tmp_path, password):
+    """The server's start script refuses .env.example's placeholders and MLflow's old default
+    (`password1234`, basic_auth.ini before 3.x): `mlflow server` never runs with them."""
+    sys.path.insert(0, str(REPO_ROOT / "docker"))
+    try:
+        import new_env
+    finally:
+        sys.path.pop(0)
+    text = new_env.render(ENV_EXAMPLE.read_text())
+    text = "".join(f"MLFLOW_ADMIN_PASSWORD={password}\n" if line.startswith("MLFLOW_ADMIN_PASSWORD=") else line + "\n"
+                   for line in text.splitlines())
+    if password:
+        env = _rendered_mlflow_env(tmp_path, text)
+    else:  # compose itself refuses an empty value (`:?`); the script does too
+        env = {**_rendered_mlflow_env(tmp_path, new_env.render(ENV_EXAMPLE.read_text())), "MLFLOW_AUTH_ADMIN_PASSWORD": ""}
+    result, record = _mlflow_server_sh(env, tmp_path)
+    assert result.returncode != 0
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in result.stderr or "MLFLOW_ADMIN_PASSWORD" in result.stderr, result.stderr
+    assert not record.exists(), "mlflow server started"
+
+
+def test_mlflow_refuses_the_env_example_placeholders(tmp_path):
+    env = _rendered_mlflow_env(tmp_path, ENV_EXAMPLE.read_text())
+    result, record = _mlflow_server_sh(env, tmp_path)
+    assert result.returncode == 1 and not record.exists()
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRACKING_PASSWORD",
+                 "AIRLOOP_MLFLOW_AUTH_DB (password)"):
+        assert name in result.stderr, result.stderr
+
+
+def test_mlflow_start_writes_an_owner_only_auth_config_without_the_password(tmp_path):
+    sys.path.insert(0, str(REPO_ROOT / "docker"))
+    try:
+        import new_env
+    finally:
+        sys.path.pop(0)
+    env = _rendered_mlflow_env(tmp_path, new_env.render(ENV_EXAMPLE.read_text()))
+    result, record = _mlflow_server_sh(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    args, mode, *config = record.read_text().splitlines()
+    assert args == " ".join(["server", *MLFLOW_ARGS]) and mode == "600"
+    assert f"database_uri = {env['AIRLOOP_MLFLOW_AUTH_DB']}" in config
+    assert "default_permission = READ" in config
+    text = "\n".join(config)
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] not in text and "admin_password" not in text
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("name", list(BENTO_SERVICES))
@@ -597,7 +708,7 @@ def test_helm_values_run_the_same_image_executor_and_environment(rendered):
     assert values["airflowVersion"] == locked
     assert values["images"]["airflow"]["repository"] == rendered["services"]["airflow-worker"]["image"].split(":")[0]
     env = {e["name"] for e in values["env"]} | {s["envName"] for s in values["secret"]}
-    assert set(AIRLOOP_ENV) | set(AIRLOOP_POSTGRES_ENV) <= env
+    assert set(AIRLOOP_ENV) | set(AIRLOOP_POSTGRES_ENV) | {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= env
     mounts = {m["mountPath"] for m in values["volumeMounts"]}
     image_env = dockerfile_env()
     for key in ("AIRLOOP_HOME", "AIRLOOP_DVC_REMOTE", "AIRLOOP_REPORTS_DIR", "BENTOML_HOME"):

@@ -117,11 +117,20 @@ def test_anonymous_requests_are_rejected(stack, api):
     assert bad.status_code in (401, 403)
     # The password comes from .env (written by airflow-init), not generated.
     assert api("GET", "/dags", params={"limit": 1})["total_entries"] > 0
-    # MLflow answers only the Host names compose gives it.
+    # MLflow wants a login (its basic-auth app), and answers only the Host names compose gives it.
     stack.wait_healthy(["mlflow"])
     mlflow = stack.url("mlflow", 5000)
-    assert requests.get(f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=1", headers={"Host": "evil.example"},
+    search = f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(search, timeout=10).status_code == 401
+    assert requests.get(search, auth=(mlflow_login(stack)[0], "not-the-password-1234"), timeout=10).status_code == 401
+    assert requests.get(search, auth=mlflow_login(stack), timeout=10).status_code == 200
+    assert requests.get(search, auth=mlflow_login(stack), headers={"Host": "evil.example"},
                         timeout=10).status_code in (400, 403)
+
+
+def mlflow_login(stack: NativeStack) -> tuple[str, str]:
+    env = stack.services["mlflow"].env
+    return env["MLFLOW_AUTH_ADMIN_USERNAME"], env["MLFLOW_AUTH_ADMIN_PASSWORD"]
 
 
 def test_pipeline_runs_on_celery_and_serves_the_promoted_model(stack, api):
@@ -177,7 +186,7 @@ def test_pipeline_runs_on_celery_and_serves_the_promoted_model(stack, api):
 
     # MLflow's registry agrees, and the Bento server answers with that version.
     mlflow = stack.url("mlflow", 5000)
-    alias = requests.get(f"{mlflow}/api/2.0/mlflow/registered-models/alias",
+    alias = requests.get(f"{mlflow}/api/2.0/mlflow/registered-models/alias", auth=mlflow_login(stack),
                          params={"name": MODEL, "alias": "champion"}, timeout=10).json()
     assert alias["model_version"]["version"] == champion
     with open(batches[-1]) as f:
