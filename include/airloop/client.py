@@ -18,6 +18,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+from airloop.errors import ClientError, Forbidden, LoginRefused, NotFound, RunFailed, Unreachable
 from airloop.settings import ApiConfig, ApiConfigError, api_config
 
 __all__ = [
@@ -33,42 +34,6 @@ __all__ = [
 MODELS_API = "/airloop/models/api/models"
 # The DAGs whose last runs `airloop status` shows, in the order a model lives through them.
 STATUS_STAGES = ("ingest", "features", "train", "promote", "rollback", "package", "monitor")
-
-
-class ClientError(RuntimeError):
-    """A request failed; ``str()`` is one line for people, ``exit_code`` what the command returns."""
-
-    exit_code = 1
-
-
-class Unreachable(ClientError):
-    """The api-server did not answer (down, wrong URL, or a timeout)."""
-
-    exit_code = 3
-
-
-class LoginRefused(ClientError):
-    """No usable credentials, a wrong password, or a token the api-server does not accept."""
-
-    exit_code = 4
-
-
-class Forbidden(ClientError):
-    """Logged in, but the user's role does not allow the request (e.g. a viewer triggering a DAG)."""
-
-    exit_code = 4
-
-
-class NotFound(ClientError):
-    """An unknown model, version, DAG or run."""
-
-    exit_code = 5
-
-
-class RunFailed(ClientError):
-    """A triggered DAG run ended ``failed`` (or did not end in time)."""
-
-    exit_code = 6
 
 
 def _reason(exc: Exception) -> str:

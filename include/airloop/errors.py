@@ -1,24 +1,31 @@
 """Airloop's exceptions, in one place.
 
 Stage and adapter modules raise these; callers (DAG tasks, the HTTP service) catch them by
-kind. A :class:`ServeError` carries the HTTP status the prediction service answers with.
+kind. A :class:`ServeError` carries the HTTP status the prediction service answers with; a
+:class:`ClientError` (the ``airloop`` command's, from :mod:`airloop.client`) its exit code.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ClientError",
     "FeatureLookupError",
+    "Forbidden",
     "InvalidLabel",
+    "LoginRefused",
     "ModelNotServable",
+    "NotFound",
     "NotReady",
     "OnlineStoreError",
     "PredictionStoreError",
     "PromotionError",
     "PromotionRefused",
     "RegistryError",
+    "RunFailed",
     "ServeError",
     "ServiceUnreachable",
     "UnknownRequestId",
+    "Unreachable",
     "UntrustedModel",
     "WrongModelServed",
 ]
@@ -95,3 +102,42 @@ class ServiceUnreachable(ServeError):
 
 class WrongModelServed(ServeError):
     """The service at the configured URL serves another model than the one expected."""
+
+
+# -- the airloop command's errors (raised by airloop.client) ------------------------------------
+
+
+class ClientError(RuntimeError):
+    """A request failed; ``str()`` is one line for people, ``exit_code`` what the command returns."""
+
+    exit_code = 1
+
+
+class Unreachable(ClientError):
+    """The api-server did not answer (down, wrong URL, or a timeout)."""
+
+    exit_code = 3
+
+
+class LoginRefused(ClientError):
+    """No usable credentials, a wrong password, or a token the api-server does not accept."""
+
+    exit_code = 4
+
+
+class Forbidden(ClientError):
+    """Logged in, but the user's role does not allow the request (e.g. a viewer triggering a DAG)."""
+
+    exit_code = 4
+
+
+class NotFound(ClientError):
+    """An unknown model, version, DAG or run."""
+
+    exit_code = 5
+
+
+class RunFailed(ClientError):
+    """A triggered DAG run ended ``failed`` (or did not end in time)."""
+
+    exit_code = 6
