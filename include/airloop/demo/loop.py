@@ -237,8 +237,10 @@ class Demo:
         steps = self.summary["steps"]
         self.say(f"      Airflow UI: {self.stack.url}  (login admin / {self.stack.password})")
         self.say(f"      Prediction service: {self.server.url}")
+        from airloop.orchestration import STAGES  # imports Airflow's SDK: not before the stop handlers
+
         deadline = time.monotonic() + 120
-        while len(self.dag_ids) < 6 and time.monotonic() < deadline:
+        while len(self.dag_ids) < len(STAGES) and time.monotonic() < deadline:  # every stage's DAG parsed
             dags = self.stack.api("GET", "/dags", params={"tags": f"model:{self.spec.name}", "limit": 100})["dags"]
             self.dag_ids = sorted(d["dag_id"] for d in dags)
             self.pause(1)
