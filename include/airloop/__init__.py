@@ -27,14 +27,16 @@ Shared by the stages:
 - ``registry``: the MLflow registry (aliases, history, loading models without pickle);
 - ``prediction_log`` (a package): the prediction store, its writer and readers;
 - ``decisions``: pure decisions (metric direction, promotion, drift verdict, retrain policy);
-- ``spec``: model specs and their tables; ``settings``: all configuration (environment
-  variables); ``errors``: the exceptions; ``fileio``: atomic writes and UTC helpers;
+- ``spec`` (a package): model specs, their tables and features, and their loading;
+  ``settings``: all configuration (environment variables); ``errors``: the exceptions;
+  ``fileio``: atomic writes and UTC helpers;
 - ``orchestration``: what DAG files share (Params, assets, callbacks); ``notifiers``: the
   failure alerts; ``preload``: heavy libraries imported once before tasks fork;
 - ``model_overview``: a model at a glance (registry, service, records) for the UI plugin;
   ``timeline``: where the loop's wall time goes; ``cli``: the ``airloop`` command, over
   ``client``, a small HTTP client of Airflow's REST API and the Models JSON API;
-- ``demo`` (a package): the closed loop on one machine; ``testing``: the test and demo harness.
+- ``demo`` (a package): the closed loop on one machine; ``testing`` (a package): the test
+  and demo harness.
 
 This package's ``__all__`` names ``__version__`` only: listing the modules would make
 ``from airloop import *`` import every one of them, BentoML and Feast included.
