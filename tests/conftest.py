@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -28,6 +30,9 @@ for _name in ("MLFLOW_TRACKING_URI", "BENTOML_HOME") + tuple(
 
 
 def pytest_sessionfinish(session, exitstatus):
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # a pytest-xdist worker: hand the controller what it measured
+        workeroutput["unit_usage"] = _UNIT_USAGE
     if exitstatus == 0 and not os.environ.get("AIRLOOP_KEEP_TEST_STATE"):
         shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
@@ -196,3 +201,45 @@ def pytest_collection_modifyitems(config, items):
         return 0 if group == BOTH_LOOPS_GROUP else 1 if group in slow_groups else 2
 
     items.sort(key=rank)  # stable: collection order within each rank
+
+
+# --- where the suite's time goes: CPU and wall per work unit -----------------------------------
+# The suite is CPU-bound on 2 cores, so the slowest-tests list (wall time, inflated by whatever
+# the other worker runs) does not say what to make cheaper; CPU seconds per unit do. Counted:
+# this process and every process it started and waited for (Airflow stacks, demos, services),
+# not daemons that detach (the private Postgres and Redis servers).
+_UNIT_USAGE: dict[str, list[float]] = {}  # work unit -> [CPU seconds, wall seconds]
+
+
+def _cpu_seconds() -> float:
+    own, waited = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    cpu, wall = _cpu_seconds(), time.monotonic()
+    yield
+    usage = _UNIT_USAGE.setdefault(_group(item.nodeid), [0.0, 0.0])
+    usage[0] += _cpu_seconds() - cpu
+    usage[1] += time.monotonic() - wall
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist: a worker finished
+def pytest_testnodedown(node, error):
+    for unit, (cpu, wall) in getattr(node, "workeroutput", {}).get("unit_usage", {}).items():
+        usage = _UNIT_USAGE.setdefault(unit, [0.0, 0.0])
+        usage[0] += cpu
+        usage[1] += wall
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The work units (modules; the both-loops run as one) that cost the most CPU."""
+    if not _UNIT_USAGE:
+        return
+    total_cpu = sum(cpu for cpu, _ in _UNIT_USAGE.values())
+    terminalreporter.section("CPU per work unit (all processes each started and waited for)")
+    terminalreporter.write_line(f"{'CPU s':>8} {'wall s':>8} {'share':>6}  unit")
+    for unit, (cpu, wall) in sorted(_UNIT_USAGE.items(), key=lambda kv: -kv[1][0])[:20]:
+        terminalreporter.write_line(f"{cpu:8.0f} {wall:8.0f} {cpu / total_cpu:6.1%}  {unit}")
+    terminalreporter.write_line(f"{total_cpu:8.0f} CPU s in all, {len(_UNIT_USAGE)} units")
