@@ -103,3 +103,14 @@ def test_task_processes_are_forked_with_the_libraries_loaded(stack):
         assert _mapped_libraries(worker.pid) == {"pandas/_libs", "sklearn/"}, worker.cmdline()
     for name in ("dag-processor", "api-server"):
         assert _mapped_libraries(stack.procs[name].pid) == set(), name
+
+
+def test_every_run_is_listed_past_one_page(stack, demo_spec, monkeypatch):
+    """The demo and the tests wait on run lists; a list cut at one page would hide the newest runs."""
+    dag_id = demo_spec.dag_id("rollback")  # paused: its triggered runs stay queued and touch nothing
+    stack.pause(dag_id)
+    triggered = [stack.trigger(dag_id, conf={"reason": f"page test {i}"}) for i in range(5)]
+    monkeypatch.setattr(stack, "PAGE", 2)
+    listed = [run["dag_run_id"] for run in stack.runs(dag_id)]
+    assert listed == triggered  # all five, oldest first, over three pages
+    assert [run["dag_run_id"] for run in stack.runs_of([dag_id])] == triggered

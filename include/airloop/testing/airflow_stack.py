@@ -24,6 +24,9 @@ class AirflowStack:
     broker/result-backend settings) to rehearse the compose stack.
     """
 
+    # Runs per REST list request.
+    PAGE = 100
+
     def __init__(
         self,
         home: Path,
@@ -195,9 +198,15 @@ class AirflowStack:
         return after is not None and dt.datetime.fromisoformat(after) <= dt.datetime.now(dt.timezone.utc)
 
     def runs_of(self, dag_ids: list[str]) -> list[dict]:
-        """The runs of several DAGs in one request (each with its ``dag_id``)."""
-        body = {"dag_ids": list(dag_ids), "page_limit": 100, "order_by": "run_after"}
-        return self.api("POST", "/dags/~/dagRuns/list", json=body)["dag_runs"]
+        """Every run of several DAGs, oldest first (each with its ``dag_id``): one request per
+        page of :attr:`PAGE` runs."""
+        runs: list[dict] = []
+        while True:
+            body = {"dag_ids": list(dag_ids), "order_by": "run_after", "page_offset": len(runs), "page_limit": self.PAGE}
+            page = self.api("POST", "/dags/~/dagRuns/list", json=body)
+            runs += page["dag_runs"]
+            if not page["dag_runs"] or len(runs) >= page["total_entries"]:
+                return runs
 
     def queued_asset_events(self, dag_id: str) -> list[dict]:
         """Asset events waiting to start a run of ``dag_id`` (Airflow's asset-triggered queue)."""
@@ -212,7 +221,8 @@ class AirflowStack:
         return run["dag_run_id"]
 
     def runs(self, dag_id: str) -> list[dict]:
-        return self.api("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "run_after"})["dag_runs"]
+        """Every run of ``dag_id``, oldest first (the REST API answers 50 a page by default)."""
+        return self.runs_of([dag_id])
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300, *, sleep=time.sleep) -> dict:
         """Poll until the run ends; ``sleep`` waits between polls (a caller's may raise to give up)."""
