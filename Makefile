@@ -46,12 +46,12 @@ system-deps:
 	  echo "installing Debian packages:" $$missing; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; }
 
+# Bytecode is compiled once, here: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every
+# process would compile every module it imports, about half the cost of starting Airflow.
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: Airloop needs CPython 3.11" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
-	# Bytecode compiled once here: with PYTHONDONTWRITEBYTECODE set (as on CI machines) every
-	# process would compile every module it imports, which doubles the cost of starting Airflow.
 	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -r requirements-dev.txt -c requirements.lock
 	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
 	touch $@
