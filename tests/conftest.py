@@ -133,6 +133,33 @@ def pg_database():
 
 
 @pytest.fixture
+def run_together():
+    """``run(fn, n)``: call ``fn`` in ``n`` threads released at the same moment (as services
+    started together); returns what the calls raised, one line each, empty if none did."""
+    import threading
+
+    def run(fn, n: int = 3, timeout: float = 120) -> list[str]:
+        start = threading.Barrier(n)
+        failures: list[str] = []
+
+        def one() -> None:
+            start.wait()
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - the test reports whatever it is
+                failures.append(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
+
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout)
+        return failures
+
+    return run
+
+
+@pytest.fixture
 def redis_db():
     """The number of an empty Redis database on 127.0.0.1:6379 that this test holds alone.
 

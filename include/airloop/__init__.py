@@ -29,7 +29,8 @@ Shared by the stages:
 - ``decisions``: pure decisions (metric direction, promotion, drift verdict, retrain policy);
 - ``spec`` (a package): model specs, their tables and features, and their loading;
   ``settings``: all configuration (environment variables); ``errors``: the exceptions;
-  ``fileio``: atomic writes and UTC helpers;
+  ``fileio``: atomic writes and UTC helpers; ``advisory_lock``: Postgres advisory locks, so
+  that services starting together create their tables once;
 - ``orchestration``: what DAG files share (Params, assets, callbacks); ``notifiers``: the
   failure alerts; ``preload``: heavy libraries imported once before tasks fork;
 - ``model_overview``: a model at a glance (registry, service, records) for the UI plugin;

@@ -385,6 +385,24 @@ def test_redis_and_sql_registry(services, demo_spec):
 
 
 @pytest.mark.services
+def test_opening_a_new_sql_registry_at_once_never_fails(tmp_path, pg_database, run_together):
+    """Two prediction services (or two models' features tasks) opening a new SQL registry at
+    once both create Feast's tables; without taking turns one CREATE TABLE lost the race in
+    Postgres' catalogue (a unique violation) in 21 of 30 openings here."""
+    import sqlalchemy as sa
+
+    settings = make_settings(tmp_path / "airloop", AIRLOOP_FEAST_REGISTRY=pg_database)
+    engine = sa.create_engine(pg_database)
+    failures: list[str] = []
+    for _ in range(10):
+        with engine.begin() as conn:  # a new registry each round
+            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        failures += run_together(lambda: features.get_store(settings).list_feature_services())
+    engine.dispose()
+    assert failures == []
+
+
+@pytest.mark.services
 def test_a_features_run_that_cannot_load_leaves_its_changes_for_the_next_run(tmp_path, demo_spec, redis_db):
     """A features run whose online load fails for good (the store unreachable through every
     retry) has already rewritten the day's statistics; the next run must still load them."""

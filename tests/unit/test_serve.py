@@ -266,6 +266,30 @@ def test_prediction_log_on_postgres(settings, pg_database, demo_spec):
     check_prediction_log(settings, pg_database, demo_spec)
 
 
+@pytest.mark.services
+def test_services_starting_together_on_a_new_store_all_start(settings, pg_database, run_together):
+    """``docker compose up`` starts every model's prediction service at once on a new database.
+
+    Both create the predictions table; without taking turns, one CREATE TABLE lost the race
+    (``DuplicateTable``, ``DuplicateObject``) in 3 to 7 of 60 openings here (one run of four saw
+    none), and that service did not start."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_database)
+    failures: list[str] = []
+    for round_no in range(40):
+        with engine.begin() as conn:  # a new store each round
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {prediction_log.PREDICTIONS_TABLE} CASCADE"))
+
+        def open_log(n: int = round_no) -> None:
+            spill = settings.home / f"spill-{n}-{threading.get_ident()}"
+            prediction_log.PredictionLog(pg_database, settings=settings, spill_dir=spill).close()
+
+        failures += run_together(open_log)
+    engine.dispose()
+    assert failures == []
+
+
 # --- a real server ----------------------------------------------------------------------------
 
 

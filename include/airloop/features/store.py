@@ -97,7 +97,29 @@ def get_store(settings: Settings | None = None, *, write_batch_size: int | None 
     for path in (config.registry.path, getattr(config.online_store, "path", None)):
         if path and "://" not in path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(repo_path=str(s.feature_repo), config=config)
+    store = FeatureStore(repo_path=str(s.feature_repo), config=config)
+    if config.registry.registry_type == "sql":
+        _open_sql_registry(store, config.registry.path)
+    return store
+
+
+def _open_sql_registry(store: "FeatureStore", url: str) -> None:
+    """Open the store's SQL registry now, one process at a time.
+
+    Feast creates the registry's tables on first use, test-then-create: two processes opening a
+    new registry at once (two prediction services, two models' features runs) collide in
+    Postgres' catalogue and one fails.
+    """
+    import sqlalchemy as sa
+
+    from airloop.advisory_lock import advisory_lock
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with advisory_lock(engine, "airloop.feast.registry.create"):
+            store.registry  # noqa: B018 - Feast builds it, and its tables, on first access
+    finally:
+        engine.dispose()
 
 
 def load_definitions(

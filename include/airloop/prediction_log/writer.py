@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from airloop.advisory_lock import advisory_lock
 from airloop.errors import PredictionStoreError, UnknownRequestId
 from airloop.fileio import to_utc_naive
 from airloop.prediction_log.store import make_engine, predictions_table, safe_url, store_error
@@ -137,9 +138,8 @@ class PredictionLog:
 
         metadata = sa.MetaData()
         self.table = predictions_table(metadata)
-        try:
-            metadata.create_all(self.engine, checkfirst=True)
-        except sa.exc.IntegrityError:  # another worker created it at the same moment
+        # Every prediction service (and each of its workers) creates the table on a new store.
+        with advisory_lock(self.engine, "airloop.predictions.create"):
             metadata.create_all(self.engine, checkfirst=True)
 
     def _insert(self):
