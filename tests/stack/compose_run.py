@@ -52,8 +52,7 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).parent))
-from native import AirflowAPI
+from airloop.testing import AirflowREST
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
@@ -388,7 +387,7 @@ class Checks:
         return ok
 
 
-def check_stack(env: dict[str, str], check: Checks, timer: Timer, workers: int) -> AirflowAPI:
+def check_stack(env: dict[str, str], check: Checks, timer: Timer, workers: int) -> AirflowREST:
     long_running = set(compose_services()) - ONE_SHOT
     expected = {s: workers if s == "airflow-worker" else 1 for s in long_running}
 
@@ -423,7 +422,7 @@ def check_stack(env: dict[str, str], check: Checks, timer: Timer, workers: int) 
     check("anonymous GET /api/v2/dags refused", r.status_code in (401, 403), str(r.status_code))
     r = requests.post(f"{api_url}/auth/token", json={"username": "admin", "password": "change-me"}, timeout=10)
     check("a wrong password gets no token", r.status_code in (400, 401, 403), str(r.status_code))
-    api = AirflowAPI(api_url, "admin", env["AIRLOOP_ADMIN_PASSWORD"])
+    api = AirflowREST(api_url, "admin", env["AIRLOOP_ADMIN_PASSWORD"])
     version = api("GET", "/version")
     check("GET /api/v2/version with a JWT", version.get("version") == airflow_locked(), str(version))
     dags = wait_until("DAGs parsed", lambda: api("GET", "/dags", params={"limit": 100})["total_entries"] >= 12,
@@ -492,7 +491,7 @@ def airflow_locked() -> str:
     raise RuntimeError("no apache-airflow pin in requirements.lock")
 
 
-def run_ingest(compose: Compose, api: AirflowAPI, check: Checks, timer: Timer, workers: int,
+def run_ingest(compose: Compose, api: AirflowREST, check: Checks, timer: Timer, workers: int,
                days: int = DAYS) -> list[dict]:
     """Land demo batches (on the worker's data volume), then trigger ingest over REST.
 
@@ -553,7 +552,7 @@ def run_ingest(compose: Compose, api: AirflowAPI, check: Checks, timer: Timer, w
     return validated
 
 
-def save_failed_task_logs(api: AirflowAPI, dag_id: str, runs: list[dict]) -> None:
+def save_failed_task_logs(api: AirflowREST, dag_id: str, runs: list[dict]) -> None:
     """The logs of a DAG's failed tasks, through the REST API (they live on a volume down -v drops)."""
     dest = STATE / "task-logs"
     dest.mkdir(parents=True, exist_ok=True)
@@ -573,7 +572,7 @@ def save_failed_task_logs(api: AirflowAPI, dag_id: str, runs: list[dict]) -> Non
                     log(f"task log: {path}")
 
 
-def run_loop(compose: Compose, api: AirflowAPI, env: dict[str, str], check: Checks, timer: Timer,
+def run_loop(compose: Compose, api: AirflowREST, env: dict[str, str], check: Checks, timer: Timer,
              validated: list[dict]) -> None:
     """After ingest and features: train over REST, the champion Asset schedules packaging, and
     the Bento container answers /predict with the promoted version."""

@@ -224,6 +224,15 @@ class NativeService:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return text[-tail:]
 
+    def excerpt(self, tail: int = 1500) -> str:
+        """The log's first traceback and its last ``tail`` characters: a server that ends after
+        a worker died logs its own traceback last, the worker's cause before it."""
+        text = self.logs(tail=1 << 30)
+        first = text.find("Traceback (most recent call last)")
+        if first == -1 or first >= len(text) - tail:
+            return text[-tail:]
+        return f"{text[first:first + 3000]}\n[...]\n{text[-tail:]}"
+
 
 class NativeStack:
     """The compose services as processes on this machine; see the module docstring."""
@@ -600,7 +609,7 @@ class NativeStack:
             svc.exited = time.monotonic()
             self.mark(f"{svc.name} exited")
             if code != 0 or not svc.one_shot:
-                raise RuntimeError(f"{svc.name} exited with {code}:\n{svc.logs()}")
+                raise RuntimeError(f"{svc.name} exited with {code}:\n{svc.excerpt(4000)}")
 
     @staticmethod
     def _healthcheck_timeout(svc: NativeService) -> float:
@@ -647,7 +656,7 @@ class NativeStack:
                 one(n)
         if errors:
             raise RuntimeError("healthchecks failing:\n" + "\n".join(
-                f"--- {n}: {e}\n{self.services[n].logs(1500)}" for n, e in errors.items()))
+                f"--- {n}: {e}\n{self.services[n].excerpt()}" for n, e in errors.items()))
         return {n: round(self.services[n].healthy - self._t0, 1) for n in names}
 
     def status(self) -> str:
@@ -719,62 +728,6 @@ class NativeStack:
 
 
 # -- Airflow's REST API v2 -------------------------------------------------------------------
-
-
-class AirflowAPI:
-    """A user's client: a JWT from ``/auth/token``, then ``/api/v2``."""
-
-    def __init__(self, url: str, username: str, password: str):
-        self.url = url.rstrip("/")
-        self.username = username
-        self.password = password
-        self._token: str | None = None
-
-    def token(self) -> str:
-        import requests
-
-        if self._token is None:
-            resp = requests.post(
-                f"{self.url}/auth/token", json={"username": self.username, "password": self.password}, timeout=30
-            )
-            resp.raise_for_status()
-            self._token = resp.json()["access_token"]
-        return self._token
-
-    def __call__(self, method: str, path: str, **kwargs):
-        import requests
-
-        resp = requests.request(
-            method, f"{self.url}/api/v2{path}", headers={"Authorization": f"Bearer {self.token()}"},
-            timeout=30, **kwargs,
-        )
-        resp.raise_for_status()
-        return resp.json() if resp.content else None
-
-    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return self("GET", f"/dags/{dag_id}")
-            except requests.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
-
-    def runs(self, dag_id: str) -> list[dict]:
-        return self("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "run_after", "limit": 100})["dag_runs"]
-
-    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
-        return self("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})["dag_run_id"]
-
-    def events(self, source_dag_id: str) -> list[dict]:
-        return self("GET", "/assets/events", params={
-            "source_dag_id": source_dag_id, "order_by": "timestamp", "limit": 100})["asset_events"]
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        return self("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
 
 
 def main(argv: list[str] | None = None) -> int:

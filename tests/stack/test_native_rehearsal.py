@@ -28,8 +28,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from airloop.testing import AirflowREST
+
 sys.path.insert(0, str(Path(__file__).parent))
-from native import AirflowAPI, NativeStack  # noqa: E402
+from native import NativeStack  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(1800)]
 
@@ -65,8 +67,10 @@ def stack(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def api(stack) -> AirflowAPI:
-    return AirflowAPI(stack.url("airflow-apiserver", 8080), "admin", stack.dotenv["AIRLOOP_ADMIN_PASSWORD"])
+def api(stack) -> AirflowREST:
+    api = AirflowREST(stack.url("airflow-apiserver", 8080), "admin", stack.dotenv["AIRLOOP_ADMIN_PASSWORD"])
+    api.PAGE = 4  # the lists read here (11 ingest events, every run) span several pages
+    return api
 
 
 @contextlib.contextmanager
@@ -83,7 +87,7 @@ def _ts(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def wait_for_all_runs(api: AirflowAPI, dag_id: str, timeout: float) -> list[dict]:
+def wait_for_all_runs(api: AirflowREST, dag_id: str, timeout: float) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
         runs = api.runs(dag_id)
@@ -94,7 +98,7 @@ def wait_for_all_runs(api: AirflowAPI, dag_id: str, timeout: float) -> list[dict
         time.sleep(2)
 
 
-def wait_for_asset_run(api: AirflowAPI, dag_id: str, after: dt.datetime, timeout: float) -> dict:
+def wait_for_asset_run(api: AirflowREST, dag_id: str, after: dt.datetime, timeout: float) -> dict:
     """The first finished run of an Asset-scheduled DAG queued after the producing event."""
     deadline = time.monotonic() + timeout
     while True:
@@ -107,7 +111,7 @@ def wait_for_asset_run(api: AirflowAPI, dag_id: str, after: dt.datetime, timeout
         time.sleep(2)
 
 
-def failed_tasks(api: AirflowAPI, dag_id: str, run_id: str) -> list[str]:
+def failed_tasks(api: AirflowREST, dag_id: str, run_id: str) -> list[str]:
     return [f"{t['task_id']}={t['state']}" for t in api.task_instances(dag_id, run_id) if t["state"] != "success"]
 
 

@@ -11,21 +11,20 @@ import time
 from pathlib import Path
 
 from airloop.settings import REPO_ROOT
+from airloop.testing.airflow_rest import AirflowREST
 from airloop.testing.processes import deferred_signals, free_port, process_descendants, terminate_groups
 
 __all__ = ["AirflowStack"]
 
 
-class AirflowStack:
-    """Airflow's own components as native processes sharing one config and one metadata DB.
+class AirflowStack(AirflowREST):
+    """Airflow's own components as native processes sharing one config and one metadata DB,
+    and an admin's session with their REST API (:class:`AirflowREST`).
 
     ``executor="LocalExecutor"`` on SQLite is the embedded default; pass ``env`` with a
     Postgres ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` and ``executor="CeleryExecutor"`` (plus
     broker/result-backend settings) to rehearse the compose stack.
     """
-
-    # Runs per REST list request.
-    PAGE = 100
 
     def __init__(
         self,
@@ -38,11 +37,9 @@ class AirflowStack:
     ):
         self.home = Path(home)
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.password = secrets.token_urlsafe(12)
+        super().__init__(f"http://127.0.0.1:{self.port}", "admin", secrets.token_urlsafe(12))
         self.components = list(components) + (["celery worker"] if executor == "CeleryExecutor" else [])
         self.procs: dict[str, subprocess.Popen] = {}
-        self._token: str | None = None
         self.env = {
             **os.environ,
             "AIRFLOW_HOME": str(self.home),
@@ -150,89 +147,3 @@ class AirflowStack:
                 pass
             time.sleep(1)
         raise TimeoutError(f"Airflow not healthy after {timeout}s:\n{self.logs('api-server')[-3000:]}")
-
-    # -- REST API v2 -----------------------------------------------------------------------
-    def token(self) -> str:
-        import requests
-
-        if self._token is None:
-            resp = requests.post(
-                f"{self.url}/auth/token", json={"username": "admin", "password": self.password}, timeout=10
-            )
-            resp.raise_for_status()
-            self._token = resp.json()["access_token"]
-        return self._token
-
-    def api(self, method: str, path: str, **kwargs):
-        import requests
-
-        resp = requests.request(
-            method, f"{self.url}/api/v2{path}", headers={"Authorization": f"Bearer {self.token()}"},
-            timeout=30, **kwargs,
-        )
-        resp.raise_for_status()
-        return resp.json() if resp.content else None
-
-    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                self.api("GET", f"/dags/{dag_id}")
-                return
-            except requests.HTTPError:
-                time.sleep(1)
-        raise TimeoutError(f"DAG {dag_id} not parsed after {timeout}s")
-
-    def unpause(self, dag_id: str) -> None:
-        self.wait_for_dag(dag_id)
-        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-
-    def run_due(self, dag_id: str) -> bool:
-        """Whether the DAG's schedule has a run due now (the scheduler creates it once unpaused)."""
-        import datetime as dt
-
-        self.wait_for_dag(dag_id)
-        after = self.api("GET", f"/dags/{dag_id}").get("next_dagrun_run_after")
-        return after is not None and dt.datetime.fromisoformat(after) <= dt.datetime.now(dt.timezone.utc)
-
-    def runs_of(self, dag_ids: list[str]) -> list[dict]:
-        """Every run of several DAGs, oldest first (each with its ``dag_id``): one request per
-        page of :attr:`PAGE` runs."""
-        runs: list[dict] = []
-        while True:
-            body = {"dag_ids": list(dag_ids), "order_by": "run_after", "page_offset": len(runs), "page_limit": self.PAGE}
-            page = self.api("POST", "/dags/~/dagRuns/list", json=body)
-            runs += page["dag_runs"]
-            if not page["dag_runs"] or len(runs) >= page["total_entries"]:
-                return runs
-
-    def queued_asset_events(self, dag_id: str) -> list[dict]:
-        """Asset events waiting to start a run of ``dag_id`` (Airflow's asset-triggered queue)."""
-        return self.api("GET", f"/dags/{dag_id}/assets/queuedEvents")["queued_events"]
-
-    def pause(self, dag_id: str) -> None:
-        """Pause a DAG: runs triggered from now on stay queued until it is unpaused."""
-        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
-
-    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
-        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
-        return run["dag_run_id"]
-
-    def runs(self, dag_id: str) -> list[dict]:
-        """Every run of ``dag_id``, oldest first (the REST API answers 50 a page by default)."""
-        return self.runs_of([dag_id])
-
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300, *, sleep=time.sleep) -> dict:
-        """Poll until the run ends; ``sleep`` waits between polls (a caller's may raise to give up)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
-            if run["state"] in ("success", "failed"):
-                return run
-            sleep(1)
-        raise TimeoutError(f"{dag_id}/{run_id} not finished after {timeout}s")
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
