@@ -29,7 +29,7 @@ Shared by the stages:
 - ``decisions``: pure decisions (metric direction, promotion, drift verdict, retrain policy);
 - ``spec`` (a package): model specs, their tables and features, and their loading;
   ``settings``: all configuration (environment variables); ``errors``: the exceptions;
-  ``fileio``: atomic writes and UTC helpers; ``advisory_lock``: Postgres advisory locks, so
+  ``fileio``: atomic writes and UTC helpers; ``advisory_lock``: locks in the database, so
   that services starting together create their tables once;
 - ``orchestration``: what DAG files share (Params, assets, callbacks); ``notifiers``: the
   failure alerts; ``preload``: heavy libraries imported once before tasks fork;

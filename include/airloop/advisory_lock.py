@@ -1,16 +1,18 @@
-"""Postgres advisory locks: processes that may start at the same moment take turns.
+"""Advisory locks in a database: processes that may start at the same moment take turns.
 
 Creating tables on first use is test-then-create, both in SQLAlchemy (``checkfirst``) and in
 Feast's SQL registry: two services starting on a new database at once (``docker compose up``
-starts every prediction service together) both see no table, both create, and one fails with
-``DuplicateTable`` or a unique violation in Postgres' catalogue. Holding the same advisory lock
-around the creation makes the second wait and then find the tables made.
+starts every prediction service together; the demo starts one per model) both see no table,
+both create, and one fails: ``DuplicateTable`` or a unique violation in Postgres' catalogue,
+``table ... already exists`` in SQLite. Holding the same lock around the creation makes the
+second wait and then find the tables made.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
@@ -26,13 +28,24 @@ def lock_key(name: str) -> int:
 
 @contextlib.contextmanager
 def advisory_lock(engine: "sa.engine.Engine", name: str) -> Iterator[None]:
-    """Hold the session advisory lock ``name`` in ``engine``'s database for the block.
+    """Hold the lock ``name`` of ``engine``'s database for the block; others wait for it.
 
-    Only one connection in the whole database holds it at a time; others wait. On any other
-    database than Postgres this does nothing (SQLite serialises its writers itself). The lock
-    goes with the session if the process dies.
+    Postgres: a session advisory lock (it goes with the session if the process dies). SQLite:
+    an exclusive ``fcntl`` lock on a file beside the database, ``<database>.<name>.lock``
+    (in-memory databases are not shared: no lock). Other databases: no lock.
     """
-    if engine.dialect.name != "postgresql":
+    dialect = engine.dialect.name
+    if dialect == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield
+            return
+        from airloop.fileio import exclusive
+
+        with exclusive(Path(f"{database}.{name}.lock")):
+            yield
+        return
+    if dialect != "postgresql":
         yield
         return
     import sqlalchemy as sa

@@ -290,6 +290,22 @@ def test_services_starting_together_on_a_new_store_all_start(settings, pg_databa
     assert failures == []
 
 
+def test_services_starting_together_on_a_new_sqlite_store_all_start(settings, tmp_path, run_together):
+    """The same on the embedded default: the demo starts one service per model on one SQLite
+    file. Without taking turns, 95 of 180 openings here failed with ``table airloop_predictions
+    already exists`` (and once the demo's second model lost its service)."""
+    failures: list[str] = []
+    for round_no in range(20):
+        url = f"sqlite:///{tmp_path / f'predictions-{round_no}.db'}"  # a new store each round
+
+        def open_log(url: str = url) -> None:
+            spill = tmp_path / f"spill-{threading.get_ident()}"
+            prediction_log.PredictionLog(url, settings=settings, spill_dir=spill).close()
+
+        failures += run_together(open_log)
+    assert failures == []
+
+
 # --- a real server ----------------------------------------------------------------------------
 
 
