@@ -3,8 +3,10 @@
 A FastAPI app mounted under the api-server at ``/airloop`` serves the Great Expectations Data
 Docs and the Evidently drift reports from ``AIRLOOP_HOME``, a page per validation run
 (``/airloop/validation/<dataset>/<result id>``: also for batches refused before Great Expectations
-ran, which no Data Docs page mentions), and the Models view (``/airloop/models/``, see
-``airloop_models``); external views put the index and the Models view in the UI's navigation.
+ran, which no Data Docs page mentions), the Models view (``/airloop/models/``, see
+``airloop_models``) and each DAG run's decisions (``/airloop/runs/<dag>/<run>``, see
+``airloop_runs``); external views put the index and the Models view in the UI's navigation and
+the run page in an "Airloop" tab of every DAG run.
 
 Reports hold data from CSV files (a cell can be ``<img src=x onerror=...>``) and come from the
 api-server's own origin, where the UI keeps the user's JWT in a cookie that page scripts can
@@ -31,8 +33,9 @@ from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessE
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag, requires_authenticated
 from airflow.plugins_manager import AirflowPlugin
 
-# A sibling module of the plugins folder (on sys.path in every Airflow component).
+# Sibling modules of the plugins folder (on sys.path in every Airflow component).
 from airloop_models import make_router
+from airloop_runs import make_router as make_runs_router
 
 PREFIX = "/airloop"
 
@@ -187,6 +190,8 @@ reports_app = FastAPI(
 reports_app.add_middleware(SecurityHeaders)
 # The Models view: same login, same sandboxing headers, no API docs.
 reports_app.include_router(make_router(PREFIX), prefix="/models")
+# The run tab: same login and headers; the route checks read access to the DAG's runs.
+reports_app.include_router(make_runs_router(), prefix="/runs")
 
 
 @reports_app.get("/", response_class=HTMLResponse)
@@ -319,4 +324,7 @@ class AirloopPlugin(AirflowPlugin):
         # not navigate, and its embedded views (url_route) run in an iframe sandbox that allows no
         # scripts and no way out, so every link (Airflow, MLflow, Evidently) would open blank.
         {"name": "Models", "href": f"{PREFIX}/models/", "destination": "nav", "category": "browse"},
+        # A tab on every DAG run page (Airflow fills in the ids); it needs a url_route to be a tab.
+        {"name": "Airloop", "href": f"{PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}", "destination": "dag_run",
+         "url_route": "airloop"},
     ]

@@ -129,9 +129,48 @@ def runs(tmp_path_factory, demo_spec):
             tasks = (("train", "train_and_register"), ("train", "champion_challenger_gate"),
                      ("monitor", "check_drift"), ("monitor", "apply_retrain_policy"))
             results = {task_id: xcom(stage, task_id) for stage, task_id in tasks}
+            results["tabs"] = run_tabs(stack, done)
             results["during_retrain"] = drift_checks_while_a_retrain_is_queued(stack, spec, settings, champion, now)
     logs = {task_id: read_task_log(airflow_home, *done[stage], task_id) for stage, task_id in tasks}
     return spec, champion, results, logs
+
+
+def run_tabs(stack, done: dict) -> dict:
+    """Each run's "Airloop" tab: its page over HTTP (with and without a login, and for a run that
+    does not exist), and the tab as the UI shows it in headless Chromium, with a screenshot."""
+    import os
+    import shutil
+
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    bearer = {"Authorization": f"Bearer {stack.token()}"}
+    tabs: dict = {}
+    for stage, (dag_id, run_id) in done.items():
+        page = requests.get(f"{stack.url}/airloop/runs/{dag_id}/{run_id}", headers=bearer, timeout=60)
+        tabs[stage] = {"status": page.status_code, "csp": page.headers.get("content-security-policy"),
+                       "text": page.text}
+    dag_id, run_id = done["train"]
+    tabs["anonymous"] = requests.get(f"{stack.url}/airloop/runs/{dag_id}/{run_id}", timeout=60).status_code
+    tabs["unknown_run"] = requests.get(f"{stack.url}/airloop/runs/{dag_id}/no_such_run", headers=bearer,
+                                       timeout=60).status_code
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: `make system-deps` installs it"
+    shots = Path(os.environ.get("AIRLOOP_TEST_ARTIFACTS") or stack.home)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.add_cookies([{"name": "_token", "value": stack.token(), "url": stack.url}])
+        ui = context.new_page()
+        ui.goto(f"{stack.url}/dags/{dag_id}/runs/{run_id}")
+        ui.get_by_role("link", name="Airloop", exact=True).click(timeout=60_000)  # the run page's tab
+        frame = ui.frame_locator("iframe")
+        frame.locator("div.decision").first.wait_for(timeout=60_000)
+        tabs["ui"] = {"url": ui.url, "decision": frame.locator("div.decision").first.inner_text()}
+        ui.screenshot(path=str(shots / "train-run-airloop-tab.png"), full_page=True)
+        browser.close()
+    return tabs
 
 
 def drift_checks_while_a_retrain_is_queued(stack, spec, settings, champion: str, now: dt.datetime) -> dict:
@@ -182,6 +221,29 @@ def test_each_decision_is_on_the_first_screen(runs):
         matches = [i for i, r in enumerate(records, 1) if text in str(r.get("event"))]
         assert matches, f"{task_id}: no line with {text!r} in its {len(records)} lines"
         assert matches[0] <= FIRST_SCREEN, f"{task_id}: the decision is line {matches[0]} of {len(records)}"
+
+
+def test_each_run_has_an_airloop_tab_with_its_decisions(runs):
+    """The run page's "Airloop" tab shows what the run decided: the gate on a train run, the
+    drift verdict and the retrain policy on a monitor run, escaped and sandboxed, for a logged-in
+    user who may read the DAG's runs."""
+    import html
+
+    spec, _, results, _ = runs
+    tabs, gate = results["tabs"], results["champion_challenger_gate"]
+    check, policy = results["check_drift"], results["apply_retrain_policy"]
+    for stage in ("train", "monitor"):
+        assert tabs[stage]["status"] == 200, tabs[stage]["text"][:500]
+        assert tabs[stage]["csp"].startswith("sandbox;"), tabs[stage]["csp"]
+    train, monitor = tabs["train"]["text"], tabs["monitor"]["text"]
+    assert html.escape(gate["reason"]) in train and "promoted: <b>false</b>" in train
+    assert html.escape(policy["reason"]) in monitor and "trigger: <b>" in monitor
+    assert html.escape(check["message"]) in monitor and check["report_id"] in monitor
+    assert "<script" not in train + monitor
+    assert tabs["anonymous"] in (401, 403) and tabs["unknown_run"] == 404
+    # In the Airflow UI: the tab of the train run's page shows the gate's decision first.
+    assert tabs["ui"]["url"].endswith("/plugin/airloop"), tabs["ui"]
+    assert "champion_challenger_gate" in tabs["ui"]["decision"] and gate["reason"] in tabs["ui"]["decision"]
 
 
 def test_drift_checked_while_a_retrain_is_queued_starts_no_second_one(runs):
