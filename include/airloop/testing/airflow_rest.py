@@ -49,6 +49,15 @@ class AirflowREST:
 
     __call__ = api
 
+    def _every_page(self, key: str, page_at) -> list[dict]:
+        """Every row of a list endpoint; ``page_at(offset)`` answers the page starting there."""
+        rows: list[dict] = []
+        while True:
+            page = page_at(len(rows))
+            rows += page[key]
+            if not page[key] or len(rows) >= page["total_entries"]:
+                return rows
+
     # -- DAGs ------------------------------------------------------------------------------
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
         """The DAG once the dag-processor has parsed it."""
@@ -84,13 +93,8 @@ class AirflowREST:
 
     def runs_of(self, dag_ids: list[str]) -> list[dict]:
         """Every run of several DAGs, oldest first (each with its ``dag_id``)."""
-        runs: list[dict] = []
-        while True:
-            body = {"dag_ids": list(dag_ids), "order_by": "run_after", "page_offset": len(runs), "page_limit": self.PAGE}
-            page = self.api("POST", "/dags/~/dagRuns/list", json=body)
-            runs += page["dag_runs"]
-            if not page["dag_runs"] or len(runs) >= page["total_entries"]:
-                return runs
+        return self._every_page("dag_runs", lambda offset: self.api("POST", "/dags/~/dagRuns/list", json={
+            "dag_ids": list(dag_ids), "order_by": "run_after", "page_offset": offset, "page_limit": self.PAGE}))
 
     def runs(self, dag_id: str) -> list[dict]:
         """Every run of ``dag_id``, oldest first (one page holds 50 by default: all are read)."""
@@ -112,13 +116,8 @@ class AirflowREST:
     # -- Assets ----------------------------------------------------------------------------
     def events(self, source_dag_id: str) -> list[dict]:
         """Every Asset event ``source_dag_id`` produced, oldest first."""
-        events: list[dict] = []
-        while True:
-            page = self.api("GET", "/assets/events", params={
-                "source_dag_id": source_dag_id, "order_by": "timestamp", "limit": self.PAGE, "offset": len(events)})
-            events += page["asset_events"]
-            if not page["asset_events"] or len(events) >= page["total_entries"]:
-                return events
+        return self._every_page("asset_events", lambda offset: self.api("GET", "/assets/events", params={
+            "source_dag_id": source_dag_id, "order_by": "timestamp", "limit": self.PAGE, "offset": offset}))
 
     def queued_asset_events(self, dag_id: str) -> list[dict]:
         """Asset events waiting to start a run of ``dag_id`` (Airflow's asset-triggered queue)."""
